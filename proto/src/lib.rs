@@ -1,0 +1,31 @@
+//! keks-proto: the keks-meet signaling protocol, shared by the keksbox relay and the native
+//! clients (`rift`, `keksbox-peer`). No I/O lives here.
+//!
+//! # Layout
+//! - [`packets`]: the wire types. Relay packets ([`packets::ServerboundPacket`],
+//!   [`packets::ClientboundPacket`]) travel as JSON text frames on `/signaling`; their
+//!   `message` strings carry a sealed [`packets::RelayMessageWrapper`].
+//! - [`crypto`] (feature `crypto`, on by default): the room key and room hash derived from
+//!   the room secret, and sealing / opening relay messages.
+//! - [`room`]: the relay's room registry as a state machine: inputs (connect, packets,
+//!   disconnect) return the packets to deliver. The relay is a thin async shell around it.
+//! - [`session`]: a peer's view of a room as a state machine: it turns relay traffic into
+//!   events (members, names, resources, chat, negotiation) and local intents into sealed
+//!   messages to send. Native clients put their WebRTC glue around it.
+//!
+//! # Data flow
+//! ```text
+//! secret --crypto--> (RoomKey, RoomHash)
+//! client --ServerboundPacket--> relay: Registry --Output{to, ClientboundPacket}--> clients
+//! Session::handle_packet(ClientboundPacket) -> [Event], [Transmit]   (peers, with crypto)
+//! ```
+
+#[cfg(feature = "crypto")]
+pub mod crypto;
+pub mod packets;
+pub mod room;
+#[cfg(feature = "crypto")]
+pub mod session;
+
+/// The protocol this crate speaks, announced in mDNS TXT records and `/version`.
+pub const PROTOCOL_VERSION: u32 = 1;

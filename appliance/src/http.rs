@@ -1,0 +1,193 @@
+//! HTTP routes: the web client, `/config.json`, `/version`, the old `/room/<secret>`
+//! redirect, and the WebSocket upgrade at `/signaling`.
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use http::header::{self, HeaderValue};
+use http::{Method, Request, Response, StatusCode};
+use http_body_util::Full;
+use hyper::body::Incoming;
+use hyper_util::rt::TokioIo;
+use log::{debug, warn};
+use serde_json::json;
+use tokio_tungstenite::WebSocketStream;
+use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
+use tokio_tungstenite::tungstenite::protocol::Role;
+
+use crate::State;
+use crate::assets::Asset;
+
+pub type Body = Full<Bytes>;
+
+/// The Content-Security-Policy of every page: no inline scripts or styles, no foreign origins.
+/// `wasm-unsafe-eval` lets RNNoise's WebAssembly compile; `data:` images are chat images.
+pub const CSP: &str = "default-src 'self'; script-src 'self' 'wasm-unsafe-eval'; style-src 'self'; \
+    img-src 'self' data: blob:; media-src 'self' blob: mediastream:; connect-src 'self'; \
+    worker-src 'self' blob:; object-src 'none'; base-uri 'none'; frame-ancestors 'none'; form-action 'self'";
+
+/// Routes one request.
+pub async fn route(state: Arc<State>, peer: String, req: Request<Incoming>) -> Response<Body> {
+    let path = req.uri().path().to_owned();
+    if path == "/signaling" {
+        return upgrade(state, peer, req);
+    }
+    if req.method() != Method::GET && req.method() != Method::HEAD {
+        return with_headers(text(StatusCode::METHOD_NOT_ALLOWED, "method not allowed\n"));
+    }
+    let response = match path.as_str() {
+        "/version" => text(StatusCode::OK, &format!("{}\n", crate::VERSION)),
+        "/config.json" => json_response(&client_config(&state)),
+        "/" | "/index.html" => page(&state, &req, "index.html"),
+        "/room" | "/room.html" => page(&state, &req, "room.html"),
+        _ => match path.strip_prefix("/room/") {
+            Some(secret) if !secret.is_empty() => redirect(&format!("/room#{secret}?warn_redirect=true")),
+            _ => file(&state, &req, &path[1..]),
+        },
+    };
+    let mut response = with_headers(response);
+    if req.method() == Method::HEAD {
+        *response.body_mut() = Full::new(Bytes::new());
+    }
+    response
+}
+
+/// What `/config.json` tells browsers: ICE servers only when configured.
+pub fn client_config(state: &State) -> serde_json::Value {
+    let w = &state.config.webrtc;
+    let mut webrtc = serde_json::Map::new();
+    for (key, value) in [("stun", &w.stun), ("turn", &w.turn), ("turn_user", &w.turn_user), ("turn_cred", &w.turn_cred)] {
+        if let Some(v) = value {
+            webrtc.insert(key.into(), json!(v));
+        }
+    }
+    json!({ "webrtc": webrtc })
+}
+
+fn page(state: &State, req: &Request<Incoming>, name: &str) -> Response<Body> {
+    if !state.assets.is_built() {
+        return html(StatusCode::OK, NOT_BUILT);
+    }
+    file(state, req, name)
+}
+
+fn file(state: &State, req: &Request<Incoming>, path: &str) -> Response<Body> {
+    let Some(Asset { body, content_type, etag }) = state.assets.get(path) else {
+        return text(StatusCode::NOT_FOUND, "not found\n");
+    };
+    let not_modified = req
+        .headers()
+        .get(header::IF_NONE_MATCH)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.split(',').any(|t| t.trim() == etag));
+    let builder = Response::builder()
+        .header(header::CONTENT_TYPE, content_type)
+        .header(header::ETAG, &etag)
+        // Revalidate every time: cheap on a LAN, and an upgraded box never serves stale code.
+        .header(header::CACHE_CONTROL, "no-cache");
+    let response = if not_modified {
+        builder.status(StatusCode::NOT_MODIFIED).body(Full::new(Bytes::new()))
+    } else {
+        builder.status(StatusCode::OK).body(Full::new(Bytes::from(body.into_owned())))
+    };
+    response.unwrap_or_else(|_| text(StatusCode::INTERNAL_SERVER_ERROR, "internal error\n"))
+}
+
+fn upgrade(state: Arc<State>, peer: String, mut req: Request<Incoming>) -> Response<Body> {
+    let headers = req.headers();
+    let has = |name: header::HeaderName, token: &str| {
+        headers.get_all(name).iter().any(|v| {
+            v.to_str().is_ok_and(|v| v.split(',').any(|t| t.trim().eq_ignore_ascii_case(token)))
+        })
+    };
+    let is_upgrade = req.method() == Method::GET
+        && has(header::CONNECTION, "upgrade")
+        && has(header::UPGRADE, "websocket")
+        && headers.get(header::SEC_WEBSOCKET_VERSION).is_some_and(|v| v == "13");
+    let Some(key) = headers.get(header::SEC_WEBSOCKET_KEY).filter(|_| is_upgrade) else {
+        return with_headers(text(StatusCode::BAD_REQUEST, "this is a WebSocket endpoint\n"));
+    };
+    let accept = derive_accept_key(key.as_bytes());
+    let Ok(permit) = state.connections.clone().try_acquire_owned() else {
+        warn!("refusing a signaling connection from {peer}: limits.max_connections reached");
+        return with_headers(text(StatusCode::SERVICE_UNAVAILABLE, "too many connections\n"));
+    };
+    let on_upgrade = hyper::upgrade::on(&mut req);
+    let hub = state.hub.clone();
+    let shutdown = state.shutdown.clone();
+    let config = hub.websocket_config();
+    state.tasks.spawn(async move {
+        // Held for the life of the connection: it is what max_connections counts.
+        let _permit = permit;
+        match on_upgrade.await {
+            Ok(upgraded) => {
+                let ws = WebSocketStream::from_raw_socket(TokioIo::new(upgraded), Role::Server, Some(config)).await;
+                crate::relay::serve(hub, ws, peer, shutdown).await;
+            }
+            Err(e) => debug!("WebSocket upgrade from {peer} failed: {e}"),
+        }
+    });
+    Response::builder()
+        .status(StatusCode::SWITCHING_PROTOCOLS)
+        .header(header::CONNECTION, "upgrade")
+        .header(header::UPGRADE, "websocket")
+        .header(header::SEC_WEBSOCKET_ACCEPT, accept)
+        .body(Full::new(Bytes::new()))
+        .unwrap_or_else(|_| text(StatusCode::INTERNAL_SERVER_ERROR, "internal error\n"))
+}
+
+fn with_headers(mut response: Response<Body>) -> Response<Body> {
+    let h = response.headers_mut();
+    for (name, value) in [
+        (header::CONTENT_SECURITY_POLICY, CSP),
+        (header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
+        (header::REFERRER_POLICY, "no-referrer"),
+        (header::X_FRAME_OPTIONS, "DENY"),
+        (header::HeaderName::from_static("cross-origin-opener-policy"), "same-origin"),
+        (header::HeaderName::from_static("permissions-policy"), "camera=(self), microphone=(self), display-capture=(self)"),
+    ] {
+        h.insert(name, HeaderValue::from_static(value));
+    }
+    response
+}
+
+fn text(status: StatusCode, body: &str) -> Response<Body> {
+    plain(status, "text/plain; charset=utf-8", body.to_owned())
+}
+
+fn html(status: StatusCode, body: &str) -> Response<Body> {
+    plain(status, "text/html; charset=utf-8", body.to_owned())
+}
+
+fn json_response(value: &serde_json::Value) -> Response<Body> {
+    let mut r = plain(StatusCode::OK, "application/json", value.to_string());
+    r.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+    r
+}
+
+fn plain(status: StatusCode, content_type: &'static str, body: String) -> Response<Body> {
+    let mut r = Response::new(Full::new(Bytes::from(body)));
+    *r.status_mut() = status;
+    r.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+    r
+}
+
+fn redirect(location: &str) -> Response<Body> {
+    let mut r = text(StatusCode::FOUND, "moved\n");
+    match HeaderValue::from_str(location) {
+        Ok(v) => {
+            r.headers_mut().insert(header::LOCATION, v);
+            r
+        }
+        Err(_) => text(StatusCode::BAD_REQUEST, "bad room name\n"),
+    }
+}
+
+const NOT_BUILT: &str = "<!doctype html>
+<html lang=\"en\"><head><meta charset=\"utf-8\"><title>keksbox</title></head>
+<body><main><h1>keksbox</h1>
+<p>The relay is running, but this build of keksbox does not contain the web client.</p>
+<p>Build it with <code>make web</code> (or <code>npm --prefix web ci &amp;&amp; npm --prefix web run build</code>)
+and rebuild keksbox, or start keksbox with <code>--web-dir web/dist</code>.</p>
+</main></body></html>
+";

@@ -1,0 +1,168 @@
+//! keksbox: a keks-meet relay appliance for the LAN.
+//!
+//! # Layout
+//! - [`config`]: the typed configuration; its defaults are the embedded `config/default.toml`.
+//! - [`http`]: routes: the embedded web client ([`assets`]), `/config.json`, `/version`, and
+//!   the WebSocket upgrade at `/signaling`.
+//! - [`relay`]: one task per signaling connection around a shared [`relay::Hub`], which wraps
+//!   the protocol's room registry ([`keks_proto::room`]) and each client's bounded send queue.
+//!
+//! # Data flow
+//! ```text
+//! TcpListener -> hyper (one task per connection) -> http::route
+//!     /signaling -> upgrade -> relay::serve (one task per client)
+//!         text frame -> ServerboundPacket -> Hub: Registry -> outputs -> queues -> sockets
+//! ```
+//! [`run`] serves until its shutdown future completes, then closes every WebSocket with
+//! "going away" and waits briefly for the connection tasks.
+
+pub mod assets;
+pub mod config;
+pub mod http;
+pub mod relay;
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use log::{debug, info, warn};
+use tokio::net::TcpListener;
+use tokio::sync::{Semaphore, watch};
+use tokio_util_lite::TaskSet;
+
+use crate::assets::Assets;
+use crate::config::Config;
+use crate::relay::Hub;
+
+/// What `init` and `/version` report.
+pub const VERSION: &str = concat!("keksbox ", env!("CARGO_PKG_VERSION"));
+
+/// State shared by every connection.
+#[derive(Debug)]
+pub struct State {
+    pub config: Config,
+    pub hub: Arc<Hub>,
+    pub assets: Assets,
+    /// One permit per signaling connection: `limits.max_connections`.
+    pub connections: Arc<Semaphore>,
+    /// Flips to `true` once at shutdown; every connection task watches it.
+    pub shutdown: watch::Receiver<bool>,
+    /// Connection tasks, so shutdown can wait for their close frames.
+    pub tasks: TaskSet,
+}
+
+/// Serves HTTP and signaling on `listener` until `shutdown` completes.
+pub async fn run(config: Config, listener: TcpListener, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let state = Arc::new(State {
+        hub: Arc::new(Hub::new(config.limits.clone(), VERSION.to_owned())),
+        assets: Assets::new(config.server.web_dir.clone()),
+        connections: Arc::new(Semaphore::new(config.limits.max_connections)),
+        shutdown: stop_rx,
+        tasks: TaskSet::default(),
+        config,
+    });
+    if !state.assets.is_built() {
+        warn!("the web client is not built: pages say how to build it (make web)");
+    }
+    let mut shutdown = std::pin::pin!(shutdown);
+    loop {
+        tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok((stream, peer)) => serve_connection(&state, stream, peer),
+                Err(e) => {
+                    // Out of file descriptors or similar: back off instead of spinning.
+                    warn!("accept failed: {e}");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+            },
+            () = &mut shutdown => break,
+        }
+    }
+    info!("shutting down: closing {} signaling connections", state.hub.stats().clients);
+    let _ = stop_tx.send(true);
+    drop(listener);
+    state.tasks.wait(Duration::from_secs(5)).await;
+    Ok(())
+}
+
+fn serve_connection(state: &Arc<State>, stream: tokio::net::TcpStream, peer: SocketAddr) {
+    let _ = stream.set_nodelay(true);
+    let state2 = state.clone();
+    let mut stop = state.shutdown.clone();
+    let timeout = state.config.limits.handshake_timeout();
+    state.tasks.spawn(async move {
+        let peer_s = peer.to_string();
+        let service = service_fn(move |req| {
+            let state = state2.clone();
+            let peer = peer_s.clone();
+            async move { Ok::<_, std::convert::Infallible>(http::route(state, peer, req).await) }
+        });
+        let conn = hyper::server::conn::http1::Builder::new()
+            .timer(TokioTimer::new())
+            .header_read_timeout(timeout)
+            .max_buf_size(64 << 10)
+            .serve_connection(TokioIo::new(stream), service)
+            .with_upgrades();
+        let mut conn = std::pin::pin!(conn);
+        tokio::select! {
+            result = conn.as_mut() => if let Err(e) = result {
+                debug!("HTTP connection from {peer}: {e}");
+            },
+            _ = stop.changed() => {
+                conn.as_mut().graceful_shutdown();
+                let _ = tokio::time::timeout(Duration::from_secs(2), conn).await;
+            }
+        }
+    });
+}
+
+/// A minimal task tracker: counts live tasks so shutdown can wait for them.
+mod tokio_util_lite {
+    use std::future::Future;
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    use tokio::sync::watch;
+
+    #[derive(Debug, Clone)]
+    pub struct TaskSet {
+        /// The number of live tasks; `wait` watches it reach zero.
+        live: Arc<watch::Sender<usize>>,
+    }
+
+    impl Default for TaskSet {
+        fn default() -> Self {
+            TaskSet { live: Arc::new(watch::channel(0).0) }
+        }
+    }
+
+    impl TaskSet {
+        pub fn spawn(&self, task: impl Future<Output = ()> + Send + 'static) {
+            self.live.send_modify(|n| *n += 1);
+            let guard = Guard(self.live.clone());
+            tokio::spawn(async move {
+                let _guard = guard;
+                task.await;
+            });
+        }
+
+        /// Waits until every task ended, or `limit` passed.
+        pub async fn wait(&self, limit: Duration) {
+            let mut rx = self.live.subscribe();
+            let _ = tokio::time::timeout(limit, rx.wait_for(|&n| n == 0)).await;
+        }
+    }
+
+    /// Decrements the count when a task ends, even by panic.
+    struct Guard(Arc<watch::Sender<usize>>);
+
+    impl Drop for Guard {
+        fn drop(&mut self) {
+            self.0.send_modify(|n| *n = n.saturating_sub(1));
+        }
+    }
+}

@@ -1,0 +1,115 @@
+// File transfer over one data channel per request (PROTOCOL.md "File transfer"): binary
+// messages of at most 32 KiB, then the text "end", then close. A close without "end" is a
+// failed transfer. Flow control by bufferedAmount / bufferedAmountLowThreshold (64 KiB).
+
+export const CHUNK = 32 * 1024;
+export const LOW_WATER = 64 * 1024;
+const HIGH_WATER = 1024 * 1024;
+const READ_SLICE = 1024 * 1024;
+
+/** The subset of RTCDataChannel the transfer needs (so tests can fake it). */
+export interface ChannelLike {
+  readonly readyState: string;
+  readonly bufferedAmount: number;
+  bufferedAmountLowThreshold: number;
+  binaryType: string;
+  send(d: string | ArrayBuffer): void;
+  close(): void;
+  addEventListener(t: string, f: (ev: any) => void, o?: { once?: boolean }): void;
+  removeEventListener(t: string, f: (ev: any) => void): void;
+}
+
+export interface BlobLike {
+  readonly size: number;
+  slice(a: number, b: number): { arrayBuffer(): Promise<ArrayBuffer> };
+}
+
+function waitFor(ch: ChannelLike, ev: string): Promise<void> {
+  return new Promise((resolve, reject) => {
+    const ok = () => {
+      ch.removeEventListener("close", fail);
+      resolve();
+    };
+    const fail = () => {
+      ch.removeEventListener(ev, ok);
+      reject(new Error("channel closed"));
+    };
+    ch.addEventListener(ev, ok, { once: true });
+    ch.addEventListener("close", fail, { once: true });
+  });
+}
+
+/** Sends `blob` on `ch`; resolves when all was handed over and the channel closed. */
+export async function sendFile(ch: ChannelLike, blob: BlobLike, onProgress: (sent: number) => void): Promise<void> {
+  ch.binaryType = "arraybuffer";
+  ch.bufferedAmountLowThreshold = LOW_WATER;
+  if (ch.readyState === "connecting") await waitFor(ch, "open");
+  let off = 0;
+  while (off < blob.size) {
+    const buf = await blob.slice(off, Math.min(blob.size, off + READ_SLICE)).arrayBuffer();
+    for (let i = 0; i < buf.byteLength; i += CHUNK) {
+      if (ch.readyState !== "open") throw new Error("channel closed");
+      if (ch.bufferedAmount > HIGH_WATER) await waitFor(ch, "bufferedamountlow");
+      ch.send(buf.slice(i, Math.min(buf.byteLength, i + CHUNK)));
+    }
+    off += buf.byteLength;
+    onProgress(off);
+  }
+  if (ch.readyState !== "open") throw new Error("channel closed");
+  ch.send("end");
+  // Let the queue drain so closing cannot cut the tail off.
+  while (ch.bufferedAmount > 0 && ch.readyState === "open") await waitFor(ch, "bufferedamountlow").catch(() => {});
+  ch.close();
+}
+
+/** Where received bytes go: a disk stream, a service worker stream, or memory. */
+export interface FileSink {
+  write(chunk: Uint8Array): void | Promise<void>;
+  close(): void | Promise<void>;
+  abort(reason: string): void;
+}
+
+/**
+ * Receives a file from `ch` into `sink`. Resolves true on a complete transfer ("end" seen),
+ * false if the channel closed early or the size is wrong.
+ */
+export function receiveFile(ch: ChannelLike, sink: FileSink, size: number | undefined, onProgress: (got: number) => void): Promise<boolean> {
+  ch.binaryType = "arraybuffer";
+  let got = 0;
+  let ended = false;
+  let chain: Promise<unknown> = Promise.resolve();
+  return new Promise((resolve) => {
+    ch.addEventListener("message", (ev: { data: unknown }) => {
+      if (ended) return;
+      if (typeof ev.data === "string") {
+        if (ev.data !== "end") {
+          console.warn("keksbox: ignoring unexpected text on file channel");
+          return;
+        }
+        ended = true;
+        if (size !== undefined && got !== size) {
+          console.warn(`keksbox: file ended at ${got} bytes, ${size} announced`);
+          sink.abort("size mismatch");
+          resolve(false);
+          return;
+        }
+        chain = chain.then(() => sink.close()).then(
+          () => resolve(true),
+          () => resolve(false),
+        );
+        return;
+      }
+      const data = ev.data instanceof ArrayBuffer ? new Uint8Array(ev.data) : ArrayBuffer.isView(ev.data) ? new Uint8Array(ev.data.buffer) : null;
+      if (!data) return;
+      got += data.byteLength;
+      onProgress(got);
+      chain = chain.then(() => sink.write(data));
+    });
+    ch.addEventListener("close", () => {
+      if (ended) return;
+      ended = true;
+      sink.abort("closed before end");
+      resolve(false);
+    });
+  });
+}

@@ -73,7 +73,7 @@ impl Default for Limits {
             max_message_size: 8 << 20,
             max_frame_size: 8 << 20,
             max_watched_rooms: 64,
-            send_queue_messages: 256,
+            send_queue_messages: 8192,
             send_queue_bytes: 16 << 20,
             idle_timeout_secs: 90,
             handshake_timeout_secs: 10,

@@ -77,7 +77,7 @@ impl Hub {
     pub fn websocket_config(&self) -> WebSocketConfig {
         WebSocketConfig::default()
             .read_buffer_size(4 << 10)
-            .write_buffer_size(0)
+            .write_buffer_size(8 << 10)
             .max_write_buffer_size(self.limits.max_message_size + (64 << 10))
             .max_message_size(Some(self.limits.max_message_size))
             .max_frame_size(Some(self.limits.max_frame_size))
@@ -224,8 +224,7 @@ where
             }
             next = queue.recv() => {
                 let Some(text) = next else { break End::Evicted };
-                queued_bytes.fetch_sub(text.len(), Ordering::Relaxed);
-                match timeout(write_timeout, ws.send(Message::Text(text))).await {
+                match timeout(write_timeout, write_batch(&mut ws, text, &mut queue, &queued_bytes)).await {
                     Ok(Ok(())) => {}
                     Ok(Err(e)) => break End::Io(e.to_string()),
                     Err(_) => break End::WriteStalled,
@@ -260,6 +259,30 @@ where
     if matches!(end, End::Shutdown) {
         info!("closed client {id} for shutdown");
     }
+}
+
+/// Writes `first` and whatever else is already queued (up to a batch), then flushes once:
+/// a burst of small packets (a join into a big room) costs one syscall, not hundreds.
+async fn write_batch<S>(
+    ws: &mut WebSocketStream<S>,
+    first: Utf8Bytes,
+    queue: &mut mpsc::Receiver<Utf8Bytes>,
+    queued_bytes: &AtomicUsize,
+) -> Result<(), tungstenite::Error>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    let mut next = Some(first);
+    let mut batch = 0;
+    while let Some(text) = next.take() {
+        queued_bytes.fetch_sub(text.len(), Ordering::Relaxed);
+        ws.feed(Message::Text(text)).await?;
+        batch += 1;
+        if batch < 256 {
+            next = queue.try_recv().ok();
+        }
+    }
+    ws.flush().await
 }
 
 fn classify(e: tungstenite::Error) -> End {

@@ -8,10 +8,10 @@ import { ClientboundPacket, ClientId, encodeServerbound, join, parseClientbound,
 export interface SocketLike {
   send(data: string): void;
   close(): void;
-  onopen: ((ev: unknown) => void) | null;
-  onmessage: ((ev: { data: unknown }) => void) | null;
-  onclose: ((ev: unknown) => void) | null;
-  onerror: ((ev: unknown) => void) | null;
+  onopen: ((ev: any) => void) | null;
+  onmessage: ((ev: any) => void) | null;
+  onclose: ((ev: any) => void) | null;
+  onerror: ((ev: any) => void) | null;
 }
 
 export interface Timers {

@@ -231,16 +231,16 @@ test("prefs: every seed option exists with its default; fragment > storage > def
 class FakeSocket implements SocketLike {
   sent: string[] = [];
   closed = false;
-  onopen: ((ev: unknown) => void) | null = null;
-  onmessage: ((ev: { data: unknown }) => void) | null = null;
-  onclose: ((ev: unknown) => void) | null = null;
-  onerror: ((ev: unknown) => void) | null = null;
+  onopen: ((ev: any) => void) | null = null;
+  onmessage: ((ev: any) => void) | null = null;
+  onclose: ((ev: any) => void) | null = null;
+  onerror: ((ev: any) => void) | null = null;
   send(d: string) {
     this.sent.push(d);
   }
   close() {
     this.closed = true;
-    this.onclose?.({});
+    (this.onclose as ((e: unknown) => void) | null)?.({});
   }
   recv(s: string) {
     this.onmessage?.({ data: s });
@@ -297,7 +297,7 @@ test("signaling: pings every 30 s, reconnects with backoff and rejoins + rewatch
   s.join("a".repeat(64));
   s.watch(["b".repeat(64)]);
   const a = socks[0]!;
-  a.onopen!({});
+  a.onopen!({} as never);
   assert.deepEqual(a.sent, []); // nothing before init
   a.recv('{"init":{"your_id":5,"version":"keksbox 0.1.0"}}');
   assert.deepEqual(a.sent, [`{"watch_rooms":["${"b".repeat(64)}"]}`, `{"join":{"hash":"${"a".repeat(64)}"}}`]);
@@ -318,7 +318,7 @@ test("signaling: pings every 30 s, reconnects with backoff and rejoins + rewatch
   timers.advance(delays[1]!);
   const b = socks[2]!;
   assert.ok(delays[1]! > delays[0]!, `backoff grows: ${delays}`);
-  b.onopen!({});
+  b.onopen!({} as never);
   b.recv('{"init":{"your_id":9,"version":"keksbox 0.1.0"}}');
   assert.deepEqual(inits, [[5, false], [9, true]]);
   assert.deepEqual(b.sent, [`{"watch_rooms":["${"b".repeat(64)}"]}`, `{"join":{"hash":"${"a".repeat(64)}"}}`]);

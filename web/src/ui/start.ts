@@ -1,0 +1,94 @@
+// The start page: a generated room name (or your own), your name, and the known rooms with
+// live member counts from the relay's room watches.
+
+import { roomHash } from "../protocol/crypto";
+import { formatRoomWatches, generateSecret, parseRoomWatches } from "../protocol/secret";
+import { Signaling, signalingUrl } from "../protocol/signaling";
+import { initLanguage, prefs, username } from "./common";
+import { clear, h, labelled } from "./el";
+import { t } from "./i18n";
+
+initLanguage();
+document.title = t("app_name");
+
+const app = document.getElementById("app")!;
+const [nameField, nameInput] = labelled(t("your_name"), h("input", { type: "text", autocomplete: "nickname", maxlength: 100, value: username() }));
+const [roomField, roomInput] = labelled(t("room_name"), h("input", { type: "text", autocomplete: "off", spellcheck: "false", value: generateSecret(), class: "secret" }));
+const list = h("ul", { class: "known", id: "known-rooms" });
+const counts = new Map<string, HTMLElement>();
+
+app.append(
+  h("header", {}, h("h1", {}, t("app_name"))),
+  h(
+    "main",
+    {},
+    h("h2", {}, t("start_heading")),
+    h("p", {}, t("start_intro")),
+    h(
+      "form",
+      { id: "start-form", onsubmit: (ev: Event) => (ev.preventDefault(), go()) },
+      nameField,
+      roomField,
+      h("div", { class: "row" }, h("button", { type: "button", id: "new-name", onclick: () => (roomInput.value = generateSecret()) }, t("new_name")), h("button", { type: "submit", id: "join", class: "primary" }, t("join"))),
+    ),
+    h("section", { "aria-labelledby": "known-h" }, h("h2", { id: "known-h" }, t("known_rooms")), list),
+  ),
+);
+
+function go(): void {
+  const secret = roomInput.value.trim();
+  if (!secret) return;
+  if (nameInput.value.trim()) prefs.set("username", nameInput.value.trim());
+  const rooms = parseRoomWatches(prefs.str("room_watches") ?? "");
+  if (!rooms.some((r) => r.secret === secret)) {
+    const hash = secret.indexOf("#");
+    const name = hash > 0 ? secret.slice(0, hash) : secret.length > 20 ? secret.slice(0, 8) + "…" : secret;
+    rooms.unshift({ name, secret });
+    prefs.set("room_watches", formatRoomWatches(rooms.slice(0, 20)));
+  }
+  location.href = "/room#" + encodeURIComponent(secret);
+}
+
+const sig = new Signaling(signalingUrl(location), (u) => new WebSocket(u), {
+  onInit: () => {},
+  onPacket: (p) => {
+    if (p.kind !== "room_info") return;
+    const el = counts.get(p.hash);
+    if (el) el.textContent = p.user_count > 0 ? t("members_count", { n: p.user_count }) : t("members_unknown");
+  },
+  onDisconnect: () => {},
+});
+
+async function render(): Promise<void> {
+  const rooms = parseRoomWatches(prefs.str("room_watches") ?? "");
+  clear(list);
+  counts.clear();
+  if (!rooms.length) list.append(h("li", {}, t("no_known_rooms")));
+  const hashes: string[] = [];
+  for (const r of rooms) {
+    const count = h("span", { class: "count", "aria-live": "polite" }, t("members_unknown"));
+    const li = h(
+      "li",
+      {},
+      h("a", { href: "/room#" + encodeURIComponent(r.secret), "aria-label": t("open_room", { name: r.name }) }, r.name),
+      " ",
+      count,
+      " ",
+      h("button", { type: "button", class: "small", "aria-label": t("forget", { name: r.name }), onclick: () => forget(r.secret) }, "✕"),
+    );
+    list.append(li);
+    const hash = await roomHash(r.secret);
+    li.dataset.hash = hash;
+    counts.set(hash, count);
+    hashes.push(hash);
+  }
+  sig.watch(hashes);
+}
+
+function forget(secret: string): void {
+  prefs.set("room_watches", formatRoomWatches(parseRoomWatches(prefs.str("room_watches") ?? "").filter((r) => r.secret !== secret)));
+  void render();
+}
+
+sig.start();
+void render();

@@ -18,6 +18,8 @@ pub struct Config {
     pub server: ServerConfig,
     pub limits: Limits,
     pub webrtc: WebrtcConfig,
+    pub tls: crate::tls::TlsConfig,
+    pub mdns: crate::mdns::MdnsConfig,
 }
 
 /// `[server]`
@@ -55,14 +57,20 @@ pub struct WebrtcConfig {
 
 impl Default for Config {
     fn default() -> Self {
-        Config { server: ServerConfig::default(), limits: Limits::default(), webrtc: WebrtcConfig::default() }
+        Config {
+            server: ServerConfig::default(),
+            limits: Limits::default(),
+            webrtc: WebrtcConfig::default(),
+            tls: crate::tls::TlsConfig::default(),
+            mdns: crate::mdns::MdnsConfig::default(),
+        }
     }
 }
 
 // These mirror config/default.toml; a test checks that the two agree.
 impl Default for ServerConfig {
     fn default() -> Self {
-        ServerConfig { bind: SocketAddr::from(([127, 0, 0, 1], 8080)), web_dir: None }
+        ServerConfig { bind: SocketAddr::from(([127, 0, 0, 1], 8443)), web_dir: None }
     }
 }
 
@@ -135,6 +143,14 @@ impl Config {
         ] {
             anyhow::ensure!(value > 0, "{name} must be greater than 0");
         }
+        anyhow::ensure!(self.tls.handshake_timeout_secs > 0, "tls.handshake_timeout_secs must be greater than 0");
+        anyhow::ensure!(
+            !(self.tls.enabled && self.tls.redirect && self.tls.redirect_bind == self.server.bind),
+            "tls.redirect_bind and server.bind are both {}: the HTTP redirect needs its own port",
+            self.server.bind
+        );
+        self.tls.validate()?;
+        self.mdns.host()?;
         anyhow::ensure!(
             l.send_queue_bytes >= l.max_message_size,
             "limits.send_queue_bytes ({}) must be at least limits.max_message_size ({}), or no \
@@ -173,6 +189,8 @@ mod tests {
             ("[server]\nbindd = \"x\"", "bindd"),
             ("[limits]\nmax_conections = 3", "max_conections"),
             ("[webrtc]\nstunn = \"x\"", "stunn"),
+            ("[tls]\ncert = \"x\"", "cert"),
+            ("[mdns]\nname = \"x\"", "name"),
         ] {
             let err = format!("{:#}", Config::parse(text).expect_err(text));
             assert!(err.contains(name), "{err} should name {name}");
@@ -187,6 +205,12 @@ mod tests {
             "[limits]\nmax_connections = 0",
             "[limits]\nsend_queue_bytes = 10",
             "[webrtc]\nstun = 5",
+            "[tls]\nredirect_bind = \"127.0.0.1:8443\"",
+            "[tls]\nhandshake_timeout_secs = 0",
+            "[tls]\nextra_names = \"not-a-list\"",
+            "[mdns]\nhost_name = \"two words\"",
+            "[tls]\ncert_file = \"/etc/cert.pem\"",
+            "[tls]\nextra_names = [\"no way\"]",
             "not toml at all [",
         ] {
             assert!(Config::parse(text).is_err(), "{text} should be rejected");

@@ -61,7 +61,13 @@ pub fn client_config(state: &State) -> serde_json::Value {
             webrtc.insert(key.into(), json!(v));
         }
     }
-    json!({ "webrtc": webrtc })
+    let mut config = json!({ "webrtc": webrtc });
+    // keksbox's own addition: the certificate fingerprint, for the start page to show next to
+    // what the browser shows. Absent without TLS.
+    if let Some(fp) = &state.fingerprint {
+        config["appliance"] = json!({ "fingerprint_sha256": fp.to_string() });
+    }
+    config
 }
 
 fn page(state: &State, req: &Request<Incoming>, name: &str) -> Response<Body> {

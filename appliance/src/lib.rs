@@ -15,11 +15,23 @@
 //! ```
 //! [`run`] serves until its shutdown future completes, then closes every WebSocket with
 //! "going away" and waits briefly for the connection tasks.
+//!
+//! # The appliance around it
+//! - [`platform`]: listeners (bound or from systemd socket activation), the HTTP→HTTPS
+//!   [`redirect`], journald logging, sd-notify readiness and watchdog; [`platform::run`] is what
+//!   the binary calls, [`run`] (plain HTTP) is what the relay tests call.
+//! - [`tls`]: the generated (or configured) certificate, its fingerprint, the rustls acceptor;
+//!   [`serve`] runs the TLS handshake in each connection's task before HTTP.
+//! - [`mdns`]: announces `keksbox.local`, `_https._tcp` and `_keksmeet._tcp`.
 
 pub mod assets;
 pub mod config;
 pub mod http;
+pub mod mdns;
+pub mod platform;
+mod redirect;
 pub mod relay;
+pub mod tls;
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -52,10 +64,22 @@ pub struct State {
     pub shutdown: watch::Receiver<bool>,
     /// Connection tasks, so shutdown can wait for their close frames.
     pub tasks: TaskSet,
+    /// The TLS certificate's fingerprint, shown on the start page; `None` without TLS.
+    pub fingerprint: Option<tls::Fingerprint>,
 }
 
 /// Serves HTTP and signaling on `listener` until `shutdown` completes.
 pub async fn run(config: Config, listener: TcpListener, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
+    serve(config, listener, None, shutdown).await
+}
+
+/// Like [`run`], with a TLS handshake on every connection when `tls` is given.
+pub async fn serve(
+    config: Config,
+    listener: TcpListener,
+    tls: Option<tls::Acceptor>,
+    shutdown: impl Future<Output = ()>,
+) -> anyhow::Result<()> {
     let (stop_tx, stop_rx) = watch::channel(false);
     let state = Arc::new(State {
         hub: Arc::new(Hub::new(config.limits.clone(), VERSION.to_owned())),
@@ -63,6 +87,7 @@ pub async fn run(config: Config, listener: TcpListener, shutdown: impl Future<Ou
         connections: Arc::new(Semaphore::new(config.limits.max_connections)),
         shutdown: stop_rx,
         tasks: TaskSet::default(),
+        fingerprint: tls.as_ref().map(tls::Acceptor::fingerprint),
         config,
     });
     if !state.assets.is_built() {
@@ -72,7 +97,7 @@ pub async fn run(config: Config, listener: TcpListener, shutdown: impl Future<Ou
     loop {
         tokio::select! {
             accepted = listener.accept() => match accepted {
-                Ok((stream, peer)) => serve_connection(&state, stream, peer),
+                Ok((stream, peer)) => serve_connection(&state, stream, peer, tls.as_ref()),
                 Err(e) => {
                     // Out of file descriptors or similar: back off instead of spinning.
                     warn!("accept failed: {e}");
@@ -89,12 +114,31 @@ pub async fn run(config: Config, listener: TcpListener, shutdown: impl Future<Ou
     Ok(())
 }
 
-fn serve_connection(state: &Arc<State>, stream: tokio::net::TcpStream, peer: SocketAddr) {
+fn serve_connection(state: &Arc<State>, stream: tokio::net::TcpStream, peer: SocketAddr, tls: Option<&tls::Acceptor>) {
     let _ = stream.set_nodelay(true);
+    let state2 = state.clone();
+    let tls = tls.cloned();
+    state.tasks.spawn(async move {
+        // The handshake runs here, in the connection's own task, so a slow client never
+        // holds up the accept loop; the acceptor bounds how long it may take.
+        match tls {
+            None => serve_http(state2, stream, peer).await,
+            Some(acceptor) => match acceptor.accept(stream).await {
+                Ok(stream) => serve_http(state2, stream, peer).await,
+                Err(e) => debug!("connection from {peer}: {e}"),
+            },
+        }
+    });
+}
+
+async fn serve_http<IO>(state: Arc<State>, io: IO, peer: SocketAddr)
+where
+    IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
     let state2 = state.clone();
     let mut stop = state.shutdown.clone();
     let timeout = state.config.limits.handshake_timeout();
-    state.tasks.spawn(async move {
+    {
         let peer_s = peer.to_string();
         let service = service_fn(move |req| {
             let state = state2.clone();
@@ -105,7 +149,7 @@ fn serve_connection(state: &Arc<State>, stream: tokio::net::TcpStream, peer: Soc
             .timer(TokioTimer::new())
             .header_read_timeout(timeout)
             .max_buf_size(64 << 10)
-            .serve_connection(TokioIo::new(stream), service)
+            .serve_connection(TokioIo::new(io), service)
             .with_upgrades();
         let mut conn = std::pin::pin!(conn);
         tokio::select! {
@@ -117,7 +161,7 @@ fn serve_connection(state: &Arc<State>, stream: tokio::net::TcpStream, peer: Soc
                 let _ = tokio::time::timeout(Duration::from_secs(2), conn).await;
             }
         }
-    });
+    }
 }
 
 /// A minimal task tracker: counts live tasks so shutdown can wait for them.

@@ -3,9 +3,10 @@
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::time::Duration;
 
 use anyhow::Context as _;
-use clap::Parser;
+use clap::{Parser, Subcommand};
 use keksbox::config::Config;
 
 /// keksbox: a keks-meet meeting-room relay for the LAN.
@@ -15,7 +16,7 @@ struct Args {
     /// Configuration file (TOML); without it the embedded default is used.
     #[arg(long, value_name = "FILE")]
     config: Option<PathBuf>,
-    /// Listen address, e.g. 0.0.0.0:8080 (overrides BIND and the config file).
+    /// Listen address, e.g. 0.0.0.0:8443 (overrides BIND and the config file).
     #[arg(long, value_name = "ADDR")]
     bind: Option<SocketAddr>,
     /// Serve the web client from this directory instead of the embedded copy.
@@ -24,10 +25,29 @@ struct Args {
     /// Serve plain HTTP (for reverse proxies and tests).
     #[arg(long)]
     no_tls: bool,
+    /// Where the generated TLS certificate lives (default: $STATE_DIRECTORY under systemd,
+    /// else ~/.local/state/keksbox).
+    #[arg(long, value_name = "DIR", global = true)]
+    state_dir: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Make a new self-signed certificate (browsers will show a new fingerprint), then exit.
+    /// Restart the service to use it.
+    RegenerateCert,
+    /// List the keksboxes announced on the LAN (mDNS), with addresses and fingerprints.
+    Discover {
+        /// Seconds to wait for the first answer.
+        #[arg(long, default_value_t = 5)]
+        timeout: u64,
+    },
 }
 
 fn main() -> ExitCode {
-    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
+    keksbox::platform::init_logging();
     match run(Args::parse()) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
@@ -52,26 +72,34 @@ fn run(args: Args) -> anyhow::Result<()> {
     if let Some(dir) = args.web_dir {
         config.server.web_dir = Some(dir);
     }
+    if args.no_tls {
+        config.tls.enabled = false;
+    }
+    match args.command {
+        None => {}
+        Some(Command::RegenerateCert) => {
+            let dir = keksbox::platform::state_dir(args.state_dir)?;
+            let identity = keksbox::platform::regenerate_cert(&config, &dir)?;
+            println!("new certificate in {}: SHA-256 {}", dir.display(), identity.fingerprint());
+            println!("restart keksbox (systemctl restart keksbox) to serve it");
+            return Ok(());
+        }
+        Some(Command::Discover { timeout }) => {
+            let found = keksbox::mdns::discover(Duration::from_secs(timeout))?;
+            anyhow::ensure!(!found.is_empty(), "no keksbox answered within {timeout} s");
+            for item in found {
+                let resolved = keksbox::mdns::resolve_host(&item.host, Duration::from_secs(3))?;
+                let resolved: Vec<String> = resolved.iter().map(ToString::to_string).collect();
+                println!("{item} host-resolves-to {}", resolved.join(","));
+            }
+            return Ok(());
+        }
+    }
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().context("cannot start the async runtime")?;
     runtime.block_on(async move {
-        let bind = config.server.bind;
-        let listener = tokio::net::TcpListener::bind(bind).await.map_err(|e| bind_error(bind, e))?;
-        let local = listener.local_addr().context("listener has no address")?;
-        log::info!("{} listening on http://{local}/", keksbox::VERSION);
-        keksbox::run(config, listener, shutdown_signal()).await
+        let listeners = keksbox::platform::Listeners::open(&config).await?;
+        keksbox::platform::run(config, listeners, args.state_dir, shutdown_signal()).await
     })
-}
-
-fn bind_error(addr: SocketAddr, e: std::io::Error) -> anyhow::Error {
-    let hint = match e.kind() {
-        std::io::ErrorKind::PermissionDenied => {
-            " (ports below 1024 need root or CAP_NET_BIND_SERVICE; or set server.bind / --bind to a port above 1024)"
-        }
-        std::io::ErrorKind::AddrInUse => " (another program uses this port; stop it or choose another with --bind)",
-        std::io::ErrorKind::AddrNotAvailable => " (this machine has no such address; use 0.0.0.0 or one of its addresses)",
-        _ => "",
-    };
-    anyhow::anyhow!("cannot bind {addr}: {e}{hint}")
 }
 
 /// Completes on SIGINT or SIGTERM.

@@ -21,7 +21,7 @@ use std::collections::BTreeSet;
 use std::fmt;
 use std::fs;
 use std::io::{self, Write};
-use std::net::IpAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -30,19 +30,20 @@ use std::time::Duration;
 use rustls::ServerConfig;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use tokio::io::{AsyncRead, AsyncWrite};
 
 /// The `[tls]` section of the config file.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct TlsConfig {
     /// Serve HTTPS. `false` serves plain HTTP, for a reverse proxy in front and for tests.
     pub enabled: bool,
-    /// Where the plain-HTTP listener that redirects every request to HTTPS binds. Absent: no
-    /// such listener. Ignored when `enabled` is false.
-    pub redirect_bind: Option<String>,
+    /// Run a plain-HTTP listener that redirects every request to HTTPS (only with TLS on).
+    pub redirect: bool,
+    /// Where that listener binds.
+    pub redirect_bind: SocketAddr,
     /// A certificate chain (PEM, leaf first) to use instead of the generated one.
     pub cert_file: Option<PathBuf>,
     /// The private key (PEM: PKCS#8, PKCS#1 or SEC1) for `cert_file`.
@@ -59,13 +60,33 @@ impl Default for TlsConfig {
     fn default() -> Self {
         Self {
             enabled: true,
-            redirect_bind: None,
+            redirect: true,
+            redirect_bind: SocketAddr::from(([127, 0, 0, 1], 8080)),
             cert_file: None,
             key_file: None,
             extra_names: Vec::new(),
             include_ip_addresses: true,
             handshake_timeout_secs: 10,
         }
+    }
+}
+
+impl TlsConfig {
+    /// `handshake_timeout_secs` as a duration.
+    pub fn handshake_timeout(&self) -> Duration {
+        Duration::from_secs(self.handshake_timeout_secs)
+    }
+
+    /// Checks what can be checked without touching files: the user certificate is configured
+    /// completely or not at all, and every extra name can go into a certificate.
+    pub fn validate(&self) -> Result<(), TlsError> {
+        if self.cert_file.is_some() != self.key_file.is_some() {
+            return Err(TlsError::HalfConfigured);
+        }
+        for name in &self.extra_names {
+            normalize(name)?;
+        }
+        Ok(())
     }
 }
 
@@ -413,6 +434,7 @@ impl Identity {
         Ok(Acceptor {
             inner: tokio_rustls::TlsAcceptor::from(self.server_config()?),
             handshake_timeout,
+            fingerprint: self.fingerprint,
         })
     }
 
@@ -502,12 +524,14 @@ pub struct Acceptor {
     /// A client that opens a TCP connection and never finishes the handshake would hold a
     /// task and a socket forever without it.
     handshake_timeout: Duration,
+    fingerprint: Fingerprint,
 }
 
 impl fmt::Debug for Acceptor {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Acceptor")
             .field("handshake_timeout", &self.handshake_timeout)
+            .field("fingerprint", &self.fingerprint)
             .finish_non_exhaustive()
     }
 }
@@ -525,6 +549,11 @@ pub enum HandshakeError {
 }
 
 impl Acceptor {
+    /// The fingerprint of the certificate this acceptor presents.
+    pub fn fingerprint(&self) -> Fingerprint {
+        self.fingerprint
+    }
+
     /// Runs the server side of the handshake on `io`.
     pub async fn accept<IO>(&self, io: IO) -> Result<tokio_rustls::server::TlsStream<IO>, HandshakeError>
     where

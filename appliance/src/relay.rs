@@ -290,6 +290,8 @@ fn classify(e: tungstenite::Error) -> End {
     match e {
         E::Capacity(c) => End::Protocol(CloseCode::Size, format!("too big: {c}")),
         E::Utf8(_) => End::Protocol(CloseCode::Invalid, "invalid UTF-8 in a text frame".into()),
+        // A browser tab closed or a Wi-Fi blip: ordinary, not misbehaviour.
+        E::Protocol(tungstenite::error::ProtocolError::ResetWithoutClosingHandshake) => End::ClientClosed,
         E::Protocol(p) => End::Protocol(CloseCode::Protocol, p.to_string()),
         E::ConnectionClosed | E::AlreadyClosed => End::ClientClosed,
         other => End::Io(other.to_string()),

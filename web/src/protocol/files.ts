@@ -58,7 +58,8 @@ export async function sendFile(ch: ChannelLike, blob: BlobLike, onProgress: (sen
   if (ch.readyState !== "open") throw new Error("channel closed");
   ch.send("end");
   // Let the queue drain so closing cannot cut the tail off.
-  while (ch.bufferedAmount > 0 && ch.readyState === "open") await waitFor(ch, "bufferedamountlow").catch(() => {});
+  if (ch.bufferedAmount > LOW_WATER) await waitFor(ch, "bufferedamountlow");
+  while (ch.bufferedAmount > 0 && ch.readyState === "open") await new Promise((r) => setTimeout(r, 20));
   ch.close();
 }
 

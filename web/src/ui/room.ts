@@ -25,7 +25,7 @@ const statusEl = h("p", { id: "status", role: "status" }, t("connecting"));
 const notices = h("div", { id: "notices", "aria-live": "polite" });
 const members = h("ul", { id: "members", class: "members" });
 const localList = h("ul", { id: "local-resources", class: "resources" });
-const chatLog = h("ol", { id: "chat-log", role: "log", "aria-live": "polite", "aria-labelledby": "chat-h" });
+const chatLog = h("div", { id: "chat-log", role: "log", "aria-live": "polite", "aria-labelledby": "chat-h" });
 const chatInput = h("input", { type: "text", id: "chat-input", autocomplete: "off", maxlength: 10000 });
 const imagePick = h("input", { type: "file", id: "image-pick", accept: "image/png,image/jpeg,image/gif,image/webp", class: "visually-hidden" });
 const filePick = h("input", { type: "file", id: "file-pick", multiple: true, class: "visually-hidden" });
@@ -103,7 +103,7 @@ function notice(text: string, kind: "warn" | "info" = "info"): void {
 }
 
 function chatLine(cls: string, ...content: (Node | string)[]): void {
-  const li = h("li", { class: cls }, ...content);
+  const li = h("p", { class: cls }, ...content);
   chatLog.append(li);
   li.scrollIntoView?.({ block: "end" });
 }

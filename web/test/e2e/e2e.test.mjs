@@ -1,0 +1,322 @@
+// End-to-end tests: a real keksbox relay and headless Debian Chromium with fake devices, all
+// inside the network namespace `npm test` creates (unshare -n, loopback only). One browser
+// process, one context per participant (separate storage, separate identities).
+
+import assert from "node:assert/strict";
+import { spawn } from "node:child_process";
+import { createHash } from "node:crypto";
+import { readFileSync } from "node:fs";
+import { mkdtemp, readFile, rm } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import { dirname, join as pjoin } from "node:path";
+import { after, before, test } from "node:test";
+import { fileURLToPath } from "node:url";
+import { chromium } from "playwright-core";
+
+import { connect } from "./wire-client.mjs";
+
+const WEB = pjoin(dirname(fileURLToPath(import.meta.url)), "..", "..");
+const BIN = process.env.KEKSBOX_BIN;
+const PORT = 18080 + Math.floor(Math.random() * 1000);
+const BASE = `http://127.0.0.1:${PORT}`;
+const SECRET = "e2e-" + Math.random().toString(36).slice(2) + "-long-enough-secret";
+const T = { timeout: 90_000 };
+const AXE = readFileSync(pjoin(WEB, "node_modules", "axe-core", "axe.min.js"), "utf8");
+
+let relay = null;
+let browser = null;
+let userDir = null;
+const users = {};
+const logs = [];
+
+async function startRelay() {
+  assert.ok(BIN, "set KEKSBOX_BIN to the keksbox binary");
+  const p = spawn(BIN, ["--no-tls", "--bind", `127.0.0.1:${PORT}`, "--web-dir", pjoin(WEB, "dist")], { stdio: ["ignore", "pipe", "pipe"] });
+  p.stdout.on("data", (d) => logs.push("relay: " + d));
+  p.stderr.on("data", (d) => logs.push("relay: " + d));
+  for (let i = 0; i < 200; i++) {
+    try {
+      const r = await fetch(`${BASE}/version`);
+      if (r.ok) return p;
+    } catch {
+      // not up yet
+    }
+    await sleep(50);
+  }
+  throw new Error("relay did not come up:\n" + logs.join(""));
+}
+
+const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
+
+async function until(what, f, ms = 20_000) {
+  const end = Date.now() + ms;
+  let last;
+  while (Date.now() < end) {
+    try {
+      last = await f();
+      if (last) return last;
+    } catch (e) {
+      last = e;
+    }
+    await sleep(100);
+  }
+  throw new Error(`timed out waiting for ${what} (last: ${last})`);
+}
+
+async function newContext(init = {}) {
+  const ctx = await browser.newContext({ acceptDownloads: true });
+  // Downloads take the service-worker path (the File System Access picker cannot be driven headless).
+  await ctx.addInitScript((store) => {
+    delete window.showSaveFilePicker;
+    for (const [k, v] of Object.entries(store)) localStorage.setItem(k, v);
+  }, init);
+  return ctx;
+}
+
+async function join(name, secret = SECRET) {
+  const ctx = await newContext();
+  const page = await ctx.newPage();
+  page.on("console", (m) => logs.push(`${name} ${m.type()}: ${m.text()}`));
+  page.on("pageerror", (e) => logs.push(`${name} PAGEERROR: ${e}`));
+  await page.goto(`${BASE}/room#${secret}?username=${name}`);
+  await page.waitForSelector("body[data-state=joined]", { timeout: 20_000 });
+  const u = { name, ctx, page, id: await page.evaluate(() => window.keksbox.sig.id) };
+  users[name] = u;
+  return u;
+}
+
+const memberNames = (page) => page.$$eval("#members .member .name", (e) => e.map((x) => x.textContent).sort());
+const chatTexts = (page) => page.$$eval("#chat-log p", (e) => e.map((x) => x.textContent));
+const remoteRes = (u, owner, kind) => `#members .member[data-id="${owner.id}"] .resource.${kind}`;
+
+async function inboundStats(page, ownerId, kind) {
+  return page.evaluate(
+    async ([id, kind]) => {
+      const m = window.keksbox.room.members.get(id);
+      const s = await m.peer.pc.getStats();
+      let out = null;
+      s.forEach((r) => {
+        if (r.type === "inbound-rtp" && r.kind === kind) out = { frames: r.framesDecoded ?? 0, packets: r.packetsReceived ?? 0, bytes: r.bytesReceived ?? 0 };
+      });
+      return out;
+    },
+    [ownerId, kind],
+  );
+}
+
+before(async () => {
+  relay = await startRelay();
+  // playwright launches with a fresh temporary profile (user-data-dir) every run
+  browser = await chromium.launch({
+    executablePath: process.env.CHROMIUM ?? "/usr/bin/chromium",
+    headless: true,
+    args: [
+      "--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking", "--disable-component-update", "--disable-sync",
+      "--use-fake-ui-for-media-stream", "--use-fake-device-for-media-stream", "--allow-loopback-in-peer-connection",
+      "--disable-features=WebRtcHideLocalIpsWithMdns", "--autoplay-policy=no-user-gesture-required",
+      "--disable-renderer-backgrounding", "--disable-background-timer-throttling", "--disable-backgrounding-occluded-windows",
+    ],
+  });
+});
+
+after(async () => {
+  await browser?.close();
+  relay?.kill("SIGKILL");
+  if (userDir) await rm(userDir, { recursive: true, force: true });
+  if (process.env.E2E_LOGS || process.exitCode) console.log(logs.join("\n"));
+});
+
+process.on("exit", (code) => {
+  if (code) console.log(logs.slice(-200).join("\n"));
+});
+
+test("two browsers in one room see each other, with join lines", T, async () => {
+  const a = await join("alice");
+  const b = await join("bob");
+  await until("alice sees bob", async () => JSON.stringify(await memberNames(a.page)) === '["bob"]');
+  await until("bob sees alice", async () => JSON.stringify(await memberNames(b.page)) === '["alice"]');
+  await until("join lines", async () => (await chatTexts(a.page)).includes("bob joined") && (await chatTexts(b.page)).includes("alice joined"));
+  assert.notEqual(a.id, b.id);
+});
+
+test("chat text and a pasted image arrive and render", T, async () => {
+  const { alice: a, bob: b } = users;
+  await a.page.fill("#chat-input", "hello bob, <b>not bold</b>");
+  await a.page.press("#chat-input", "Enter");
+  await until("text at bob", async () => (await chatTexts(b.page)).includes("alice: hello bob, <b>not bold</b>"));
+  assert.equal(await b.page.$$eval("#chat-log b", (e) => e.length), 0, "text must not become markup");
+  // Paste a real PNG (a 2x2 red square) into the page.
+  await a.page.evaluate(async () => {
+    const c = document.createElement("canvas");
+    c.width = c.height = 2;
+    const g = c.getContext("2d");
+    g.fillStyle = "red";
+    g.fillRect(0, 0, 2, 2);
+    const blob = await new Promise((r) => c.toBlob(r, "image/png"));
+    const dt = new DataTransfer();
+    dt.items.add(new File([blob], "red.png", { type: "image/png" }));
+    document.body.dispatchEvent(new ClipboardEvent("paste", { clipboardData: dt, bubbles: true }));
+  });
+  await until("image at bob", () =>
+    b.page.$$eval("#chat-log img.chat-image", (imgs) => imgs.some((i) => i.src.startsWith("data:image/png;base64,") && i.naturalWidth === 2 && i.complete)),
+  );
+});
+
+test("a hostile message renders inert", T, async () => {
+  const { alice: a, bob: b } = users;
+  const svg = "data:image/svg+xml;base64," + Buffer.from('<svg xmlns="http://www.w3.org/2000/svg" onload="window.pwned=1"><script>window.pwned=2</script></svg>').toString("base64");
+  await a.page.evaluate(async (svg) => {
+    const r = window.keksbox.room;
+    await r.sendChat({ text: '<img src=x onerror="window.pwned=3">' });
+    await r.sendChat({ text: "javascript:window.pwned=4" });
+    await r.sendChat({ image: svg });
+    await r.sendChat({ image: "javascript:window.pwned=5" });
+    await r.sendChat({ text: "after the hostile ones" });
+  }, svg);
+  await until("messages arrive", async () => (await chatTexts(b.page)).includes("alice: after the hostile ones"));
+  const t = await chatTexts(b.page);
+  assert.ok(t.includes('alice: <img src=x onerror="window.pwned=3">'), "shown as text");
+  assert.ok(t.includes("alice: javascript:window.pwned=4"));
+  assert.equal(t.filter((x) => x.includes("unsupported format")).length, 2, "svg and javascript images blocked");
+  const dom = await b.page.evaluate(() => ({
+    pwned: window.pwned,
+    badImgs: [...document.querySelectorAll("img")].filter((i) => !i.src.startsWith("data:image/png")).map((i) => i.src.slice(0, 30)),
+    links: [...document.querySelectorAll("#chat-log a")].length,
+    scripts: document.querySelectorAll("#chat-log script, #chat-log svg").length,
+  }));
+  assert.deepEqual(dom, { pwned: undefined, badImgs: [], links: 0, scripts: 0 });
+});
+
+test("wire compatibility: a PROTOCOL.md-only client exchanges encrypted chat with the web client", T, async () => {
+  const { alice: a, bob: b } = users;
+  const w = await connect(`ws://127.0.0.1:${PORT}/signaling`, SECRET, "wirebot");
+  try {
+    await until("bob lists wirebot", async () => (await memberNames(b.page)).includes("wirebot"));
+    w.say({ chat: { text: "hi from the wire client" } });
+    await until("bob shows wire chat", async () => (await chatTexts(b.page)).includes("wirebot: hi from the wire client"));
+    await a.page.fill("#chat-input", "hi wirebot");
+    await a.page.press("#chat-input", "Enter");
+    await until("wirebot got alice's chat", () => w.inbox.some((m) => m.from === a.id && m.inner.chat?.text === "hi wirebot"));
+    assert.ok(w.inbox.some((m) => m.from === a.id && m.inner.identify?.username === "alice"), "alice identified herself to the newcomer");
+  } finally {
+    w.close();
+  }
+  await until("wirebot leaves", async () => !(await memberNames(b.page)).includes("wirebot"));
+});
+
+test("camera: the receiver decodes frames after enabling", T, async () => {
+  const { alice: a, bob: b } = users;
+  await a.page.click("#add-camera");
+  const sel = remoteRes(b, a, "video");
+  await b.page.waitForSelector(`${sel}[data-state=available]`, { timeout: 20_000 });
+  await b.page.click(`${sel} button`);
+  await until("video plays", () => b.page.$eval(`${sel} video`, (v) => v.videoWidth > 0));
+  const s1 = await until("frames", () => inboundStats(b.page, a.id, "video").then((s) => s && s.frames > 0 && s));
+  await sleep(1500);
+  const s2 = await inboundStats(b.page, a.id, "video");
+  assert.ok(s2.frames > s1.frames, `framesDecoded grows: ${s1.frames} -> ${s2.frames}`);
+});
+
+test("microphone: audio is requested automatically and packets flow", T, async () => {
+  const { alice: a, bob: b } = users;
+  await a.page.click("#add-mic");
+  const sel = remoteRes(b, a, "audio");
+  await b.page.waitForSelector(`${sel}[data-state=active] audio`, { timeout: 20_000, state: "attached" });
+  const s1 = await until("audio packets", () => inboundStats(b.page, a.id, "audio").then((s) => s && s.packets > 0 && s));
+  await sleep(1000);
+  const s2 = await inboundStats(b.page, a.id, "audio");
+  assert.ok(s2.packets > s1.packets, `packetsReceived grows: ${s1.packets} -> ${s2.packets}`);
+  // RNNoise worklet really loaded (wasm served from dist, CSP allows it).
+  assert.ok(!logs.some((l) => l.startsWith("alice") && l.includes("RNNoise unavailable")), "RNNoise loaded");
+});
+
+test("a 50 MB file arrives with an equal SHA-256 (streamed through the service worker)", { timeout: 180_000 }, async () => {
+  const { alice: a, bob: b } = users;
+  const SIZE = 50 * 1024 * 1024;
+  const sent = await a.page.evaluate(async (size) => {
+    const buf = new Uint8Array(size);
+    let x = 0x12345678;
+    for (let i = 0; i < size; i += 4) {
+      x ^= x << 13;
+      x ^= x >>> 17;
+      x ^= x << 5;
+      buf[i] = x;
+      buf[i + 1] = x >> 8;
+      buf[i + 2] = x >> 16;
+      buf[i + 3] = x >> 24;
+    }
+    const digest = new Uint8Array(await crypto.subtle.digest("SHA-256", buf));
+    window.keksbox.addFiles([new File([buf], "big.bin")]);
+    return Array.from(digest, (d) => d.toString(16).padStart(2, "0")).join("");
+  }, SIZE);
+  await until("bob's service worker controls the page", () => b.page.evaluate(() => !!navigator.serviceWorker.controller));
+  const sel = remoteRes(b, a, "file");
+  await b.page.waitForSelector(`${sel}[data-state=available]`, { timeout: 20_000 });
+  const t0 = Date.now();
+  const [download] = await Promise.all([b.page.waitForEvent("download", { timeout: 60_000 }), b.page.click(`${sel} button`)]);
+  const path = await download.path();
+  const got = createHash("sha256").update(await readFile(path)).digest("hex");
+  assert.equal(got, sent);
+  console.log(`# 50 MiB in ${((Date.now() - t0) / 1000).toFixed(1)} s`);
+  await until("bob shows done", () => b.page.$(`${sel}[data-state=done]`));
+  await until("alice shows per-receiver done", () => a.page.$(`#local-resources .file [data-to="${b.id}"][data-state=done]`));
+});
+
+test("three browsers see each other; room watch counts follow a join and a leave", T, async () => {
+  const { alice: a, bob: b } = users;
+  const wctx = await newContext({ "keksbox.pref.room_watches": `e2e=${SECRET}` });
+  const watcher = await wctx.newPage();
+  await watcher.goto(`${BASE}/`);
+  const count = () => watcher.$eval("#known-rooms li .count", (e) => e.textContent);
+  await until("count 2", async () => (await count()) === "2 present");
+  const c = await join("carol");
+  await until("count 3", async () => (await count()) === "3 present");
+  for (const [u, others] of [[a, '["bob","carol"]'], [b, '["alice","carol"]'], [c, '["alice","bob"]']]) {
+    await until(`${u.name} sees everyone`, async () => JSON.stringify(await memberNames(u.page)) === others);
+  }
+  await c.ctx.close();
+  await until("count back to 2", async () => (await count()) === "2 present");
+  await until("leave line", async () => (await chatTexts(a.page)).includes("carol left"));
+  await wctx.close();
+});
+
+test("axe-core: no violations on the start page and on a room page with two users, a camera, a file and chat", T, async () => {
+  const runAxe = async (page) => {
+    await page.evaluate(AXE);
+    return page.evaluate(async () => {
+      const r = await window.axe.run(document);
+      return r.violations.map((v) => `${v.id}: ${v.nodes.map((n) => n.target.join(" ")).join(", ")}`);
+    });
+  };
+  const ctx = await newContext();
+  const start = await ctx.newPage();
+  await start.goto(`${BASE}/`);
+  await start.waitForSelector("#known-rooms li");
+  assert.deepEqual(await runAxe(start), [], "start page");
+  await ctx.close();
+  const { alice: a, bob: b } = users;
+  assert.ok(await b.page.$(`${remoteRes(b, a, "video")} video`), "bob shows alice's camera");
+  assert.ok(await b.page.$(remoteRes(b, a, "file")), "bob lists alice's file");
+  assert.deepEqual(await runAxe(b.page), [], "room page (bob)");
+  assert.deepEqual(await runAxe(a.page), [], "room page (alice)");
+});
+
+test("relay killed and restarted: both browsers rejoin and chat again within 5 s", T, async () => {
+  const { alice: a, bob: b } = users;
+  relay.kill("SIGKILL");
+  await new Promise((r) => relay.once("exit", r));
+  await until("both notice", async () => (await a.page.$("body[data-state=reconnecting]")) && (await b.page.$("body[data-state=reconnecting]")));
+  const t0 = Date.now();
+  relay = await startRelay();
+  await until("rejoined", async () => (await a.page.$("body[data-state=joined]")) && (await b.page.$("body[data-state=joined]")), 5000);
+  await until("see each other again", async () => JSON.stringify(await memberNames(a.page)) === '["bob"]' && JSON.stringify(await memberNames(b.page)) === '["alice"]', 5000);
+  await until("chat input usable", async () => {
+    await a.page.fill("#chat-input", "after restart");
+    await a.page.press("#chat-input", "Enter");
+    return until("chat after restart", async () => (await chatTexts(b.page)).includes("alice: after restart"), 700).then(() => true, () => false);
+  }, 5000);
+  const dt = Date.now() - t0;
+  console.log(`# rejoined and chatted ${dt} ms after the relay restarted`);
+  assert.ok(dt < 5000, `${dt} ms`);
+  assert.ok((await chatTexts(b.page)).includes("alice: hello bob, <b>not bold</b>"), "old chat kept");
+});

@@ -45,6 +45,7 @@ if (only !== "e2e") {
 
 if (only !== "unit") {
   const t1 = Date.now();
+  if (!existsSync(join(web, "dist", "room.html"))) spawnSync(process.execPath, [join(web, "build.mjs")], { stdio: "inherit", cwd: web });
   const tap = join(out, "e2e.tap");
   const cmd = `ip link set lo up && exec "${process.execPath}" --test --test-concurrency=1 --test-reporter=spec --test-reporter-destination=stdout --test-reporter=tap --test-reporter-destination="${tap}" test/e2e/e2e.test.mjs`;
   const r = spawnSync("unshare", ["-n", "sh", "-c", cmd], { stdio: "inherit", cwd: web, env: process.env });

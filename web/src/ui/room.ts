@@ -125,6 +125,7 @@ const sig = new Signaling(signalingUrl(location), (u) => new WebSocket(u), {
       joined = true;
       statusEl.textContent = t("joined");
       document.body.dataset.state = "joined";
+      if (!performance.getEntriesByName("keksbox-joined").length) performance.mark("keksbox-joined");
     }
     room?.handle(p);
   },

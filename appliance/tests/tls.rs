@@ -411,3 +411,12 @@ async fn a_state_dir_that_cannot_be_created_is_a_clear_error() {
     assert!(err.contains("cannot use state directory"), "{err}");
     assert!(err.contains("Not a directory"), "{err}");
 }
+
+#[test]
+fn the_installed_config_parses_and_serves_the_lan_on_443_and_80() {
+    let text = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../config/appliance.toml")).unwrap();
+    let config = Config::parse(&text).unwrap();
+    assert_eq!(config.server.bind, "0.0.0.0:443".parse().unwrap());
+    assert_eq!(config.tls.redirect_bind, "0.0.0.0:80".parse().unwrap());
+    assert!(config.tls.enabled && config.tls.redirect && config.mdns.enabled);
+}

@@ -1,0 +1,177 @@
+//! mDNS between two "hosts": network namespaces A and B joined by a veth pair that this test
+//! creates (10.77.0.1/24 in A, 10.77.0.2/24 in B). keksbox runs in A; `keksbox discover` runs
+//! in B, finds `_keksmeet._tcp`, resolves the address, reads the fingerprint TXT and resolves
+//! the host name. Nothing reaches the machine's own interfaces: both ends live in namespaces,
+//! which are deleted afterwards even when the test fails.
+//!
+//! Needs root and `ip netns` (iproute2); prints why and passes without them.
+#![allow(clippy::unwrap_used)]
+
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::Duration;
+
+use keksbox::tls::Fingerprint;
+use rustls::pki_types::CertificateDer;
+use rustls::pki_types::pem::PemObject;
+
+const BIN: &str = env!("CARGO_BIN_EXE_keksbox");
+
+/// Two namespaces and the veth pair between them; dropping it deletes them.
+struct Netns {
+    a: String,
+    b: String,
+}
+
+impl Netns {
+    fn create() -> Result<Netns, String> {
+        let id = std::process::id() % 100_000;
+        let ns = Netns { a: format!("kbtest-a-{id}"), b: format!("kbtest-b-{id}") };
+        let (va, vb) = (format!("kba{id}"), format!("kbb{id}"));
+        let steps: Vec<Vec<&str>> = vec![
+            vec!["netns", "add", &ns.a],
+            vec!["netns", "add", &ns.b],
+            // Created directly inside the namespaces: the host never sees these interfaces.
+            vec!["link", "add", &va, "netns", &ns.a, "type", "veth", "peer", "name", &vb, "netns", &ns.b],
+            vec!["-n", &ns.a, "addr", "add", "10.77.0.1/24", "dev", &va],
+            vec!["-n", &ns.b, "addr", "add", "10.77.0.2/24", "dev", &vb],
+            vec!["-n", &ns.a, "link", "set", &va, "up"],
+            vec!["-n", &ns.b, "link", "set", &vb, "up"],
+            vec!["-n", &ns.a, "link", "set", "lo", "up"],
+            vec!["-n", &ns.b, "link", "set", "lo", "up"],
+        ];
+        for step in steps {
+            let out = Command::new("ip").args(&step).output().map_err(|e| format!("ip: {e}"))?;
+            if !out.status.success() {
+                return Err(format!("ip {}: {}", step.join(" "), String::from_utf8_lossy(&out.stderr).trim()));
+            }
+        }
+        Ok(ns)
+    }
+
+    fn exec(&self, ns: &str, args: &[&str]) -> Command {
+        let mut cmd = Command::new("ip");
+        cmd.args(["netns", "exec", ns]).args(args);
+        cmd
+    }
+}
+
+impl Drop for Netns {
+    fn drop(&mut self) {
+        for ns in [&self.a, &self.b] {
+            let _ = Command::new("ip").args(["netns", "del", ns]).status();
+        }
+    }
+}
+
+/// The keksbox process in A; dropping it stops it (SIGTERM, then SIGKILL).
+struct Running(Child);
+
+impl Running {
+    fn terminate(&mut self) -> Option<std::process::ExitStatus> {
+        let _ = Command::new("kill").args(["-TERM", &self.0.id().to_string()]).status();
+        for _ in 0..100 {
+            if let Ok(Some(status)) = self.0.try_wait() {
+                return Some(status);
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        let _ = self.0.kill();
+        self.0.wait().ok()
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        if let Ok(None) = self.0.try_wait() {
+            self.terminate();
+        }
+    }
+}
+
+fn can_run() -> Result<(), String> {
+    let uid = Command::new("id").arg("-u").output().map_err(|e| e.to_string())?;
+    if String::from_utf8_lossy(&uid.stdout).trim() != "0" {
+        return Err("not root".into());
+    }
+    let ip = Command::new("ip").args(["netns", "list"]).output().map_err(|e| format!("no ip command: {e}"))?;
+    if !ip.status.success() {
+        return Err("`ip netns` does not work here".into());
+    }
+    Ok(())
+}
+
+fn fingerprint_of(cert_pem: &Path) -> Fingerprint {
+    Fingerprint::of(&CertificateDer::from_pem_file(cert_pem).unwrap())
+}
+
+#[test]
+fn a_browse_from_another_namespace_finds_the_box_its_fingerprint_and_host_name() {
+    if let Err(why) = can_run() {
+        eprintln!("skipped: the mDNS namespace test needs root and `ip netns` ({why})");
+        return;
+    }
+    let ns = Netns::create().unwrap();
+    let state = tempfile::tempdir().unwrap();
+    let config = state.path().join("keksbox.toml");
+    std::fs::write(
+        &config,
+        "[server]\nbind = \"0.0.0.0:8443\"\n[mdns]\nhost_name = \"roombox\"\ninstance_name = \"Meeting room 2\"\n",
+    )
+    .unwrap();
+
+    let mut child = ns
+        .exec(&ns.a, &[BIN, "--config", config.to_str().unwrap(), "--state-dir", state.path().to_str().unwrap()])
+        .env("RUST_LOG", "info")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let mut server = Running(child);
+
+    // Wait until keksbox says it announces (it logs that after registering the services).
+    let (lines_tx, lines) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            let _ = lines_tx.send(line);
+        }
+    });
+    let mut log = Vec::new();
+    loop {
+        match lines.recv_timeout(Duration::from_secs(20)) {
+            Ok(line) => {
+                let done = line.contains("mDNS: announcing roombox.local");
+                log.push(line);
+                if done {
+                    break;
+                }
+            }
+            Err(e) => panic!("keksbox did not announce ({e}); its log:\n{}", log.join("\n")),
+        }
+    }
+
+    let out = ns.exec(&ns.b, &[BIN, "discover", "--timeout", "15"]).output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "discover failed: {stdout}{}", String::from_utf8_lossy(&out.stderr));
+    let line = stdout.lines().find(|l| l.contains("Meeting room 2")).unwrap_or_else(|| panic!("not found: {stdout}"));
+    let fingerprint = fingerprint_of(&state.path().join("tls/cert.pem"));
+    for want in [
+        "https://roombox.local:8443/".to_owned(),
+        "10.77.0.1".to_owned(),
+        format!("protocol {}", keks_proto::PROTOCOL_VERSION),
+        format!("fingerprint sha-256 {fingerprint}"),
+        // The A record on its own: the host name resolves, not only the service.
+        "host-resolves-to 10.77.0.1".to_owned(),
+    ] {
+        assert!(line.contains(&want), "{want:?} missing from {line:?}");
+    }
+
+    let status = server.terminate().unwrap();
+    assert!(status.success(), "keksbox exited with {status}");
+    // The reader thread ends at the closed pipe; wait for what it still has.
+    let rest: Vec<String> = std::iter::from_fn(|| lines.recv_timeout(Duration::from_secs(5)).ok()).collect();
+    assert!(rest.iter().any(|l| l.contains("mDNS: announcement withdrawn")), "no goodbye in {rest:?}");
+}

@@ -221,6 +221,8 @@ export class Peer {
   private makingOffer = false;
   private ignoreOffer = false;
   private settingAnswer = false;
+  /** How many offer collisions this pair has resolved (shown in webrtc_debug, read by tests). */
+  collisions = 0;
   private readonly senders = new Map<string, RTCRtpSender>();
   private readonly outChannels = new Map<string, RTCDataChannel>();
   private readonly inChannels = new Map<string, RTCDataChannel>();
@@ -282,6 +284,7 @@ export class Peer {
     try {
       const ready = !this.makingOffer && (pc.signalingState === "stable" || this.settingAnswer);
       const collision = desc.type === "offer" && !ready;
+      if (collision) this.collisions++;
       this.ignoreOffer = !this.polite && collision;
       if (this.ignoreOffer) return;
       this.settingAnswer = desc.type === "answer";

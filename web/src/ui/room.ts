@@ -517,7 +517,7 @@ setInterval(async () => {
     u.debug.hidden = !on;
     if (!on) continue;
     const pc = m.peer.pc;
-    const lines = [`connection: ${pc.connectionState}`, `ice: ${pc.iceConnectionState} (${pc.iceGatheringState})`, `signaling: ${pc.signalingState}`, `polite: ${m.peer.polite}`];
+    const lines = [`connection: ${pc.connectionState}`, `ice: ${pc.iceConnectionState} (${pc.iceGatheringState})`, `signaling: ${pc.signalingState}`, `polite: ${m.peer.polite}, offer collisions: ${m.peer.collisions}`];
     try {
       const stats = await pc.getStats();
       const byId = new Map<string, any>();

@@ -301,6 +301,80 @@ test("axe-core: no violations on the start page and on a room page with two user
   assert.deepEqual(await runAxe(a.page), [], "room page (alice)");
 });
 
+test("simultaneous requests both ways (perfect negotiation): each side decodes the other's new camera", T, async () => {
+  const { alice: a, bob: b } = users;
+  for (const u of [a, b]) await u.page.evaluate(() => window.change_pref("optional_video_default_enable", true));
+  // Both add a camera at once: each side auto-requests the other's, both add tracks, both offer.
+  await Promise.all([a.page.evaluate(() => document.getElementById("add-camera").click()), b.page.evaluate(() => document.getElementById("add-camera").click())]);
+  await until("alice decodes bob's camera", () => a.page.$$eval(`${remoteRes(a, b, "video")}[data-state=active] video`, (vs) => vs.length === 1 && vs[0].videoWidth > 0));
+  await until("bob decodes alice's second camera", () => b.page.$$eval(`${remoteRes(b, a, "video")}[data-state=active] video`, (vs) => vs.length === 2 && vs.every((v) => v.videoWidth > 0)));
+  const collisions = await a.page.evaluate((id) => window.keksbox.room.members.get(id).peer.collisions, b.id) + (await b.page.evaluate((id) => window.keksbox.room.members.get(id).peer.collisions, a.id));
+  console.log(`# offer collisions resolved: ${collisions}`);
+  for (const u of [a, b]) await u.page.evaluate(() => window.change_pref("optional_video_default_enable", undefined));
+});
+
+test("stop: a stopped camera disappears at the receiver", T, async () => {
+  const { alice: a, bob: b } = users;
+  const before = await b.page.$$(remoteRes(b, a, "video"));
+  await a.page.click("#local-resources .resource.track:last-child button");
+  await until("one video resource fewer at bob", async () => (await b.page.$$(remoteRes(b, a, "video"))).length === before.length - 1);
+});
+
+test("webrtc_debug from the settings panel shows the selected candidate pair", T, async () => {
+  const { alice: a, bob: b } = users;
+  await a.page.click("#open-settings");
+  await a.page.check('#settings input[name="webrtc_debug"]');
+  await a.page.click("#settings form[method=dialog] button");
+  await until("debug text", () => a.page.$eval(`#members .member[data-id="${b.id}"] .debug`, (e) => !e.hidden && /selected: host 127\.0\.0\.1/.test(e.textContent)));
+  await a.page.evaluate(() => window.change_pref("webrtc_debug", false));
+});
+
+test("fragment change switches rooms without a reload; keybindings; old-link and short-secret warnings", T, async () => {
+  const d = await join("dave", SECRET + "-elsewhere");
+  assert.deepEqual(await memberNames(d.page), []);
+  await d.page.evaluate(() => (window.marker = 42));
+  await d.page.evaluate((s) => (location.hash = s), SECRET);
+  await until("dave sees alice and bob", async () => JSON.stringify(await memberNames(d.page)) === '["alice","bob"]');
+  assert.equal(await d.page.evaluate(() => window.marker), 42, "no reload");
+  // Keybindings: "c" adds a camera, but not while typing in a field; Ctrl+C ends all tracks.
+  await d.page.focus("#chat-input");
+  await d.page.keyboard.type("c");
+  await d.page.focus("#add-mic");
+  await d.page.keyboard.press("c");
+  await until("camera via key", async () => (await d.page.$$("#local-resources .resource.track")).length === 1);
+  assert.equal(await d.page.inputValue("#chat-input"), "c");
+  await d.page.keyboard.press("Control+c");
+  await until("tracks ended via Ctrl+C", async () => (await d.page.$$("#local-resources .resource.track")).length === 0);
+  await d.page.keyboard.press("?");
+  assert.ok(await d.page.isVisible("#help kbd"), "help lists keybindings");
+  await d.ctx.close();
+  // Old /room/<secret> links redirect and warn; a short secret warns.
+  const ctx = await newContext();
+  const p = await ctx.newPage();
+  await p.goto(`${BASE}/room/short`);
+  await p.waitForSelector("body[data-state=joined]");
+  const notes = await p.$$eval("#notices .warn", (e) => e.map((x) => x.textContent));
+  assert.equal(notes.length, 2, JSON.stringify(notes));
+  assert.match(notes.join(" "), /short/);
+  assert.match(notes.join(" "), /redirected/);
+  await ctx.close();
+});
+
+test("screen share (headless Chromium with fake UI)", T, async () => {
+  const { alice: a, bob: b } = users;
+  await a.page.click("#add-screen");
+  const ok = await until("screen resource", async () => (await a.page.$$eval("#local-resources .label", (e) => e.some((x) => x.textContent === "Screen"))) || (await a.page.$$eval("#notices .warn", (e) => e.some((x) => x.textContent.includes("Screen"))) ? "refused" : false));
+  if (ok === "refused") {
+    const why = await a.page.$$eval("#notices .warn", (e) => e.map((x) => x.textContent).join(" "));
+    console.log(`# screen capture refused by headless Chromium: ${why}`);
+    return;
+  }
+  const sel = `${remoteRes(b, a, "video")}[data-state=available]`;
+  await b.page.waitForSelector(sel);
+  await b.page.click(`${sel} button`);
+  await until("screen plays at bob", () => b.page.$$eval(`${remoteRes(b, a, "video")} video`, (vs) => vs.some((v) => v.videoWidth > 0)));
+});
+
 test("relay killed and restarted: both browsers rejoin and chat again within 5 s", T, async () => {
   const { alice: a, bob: b } = users;
   relay.kill("SIGKILL");

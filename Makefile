@@ -7,20 +7,27 @@ NPM ?= npm
 KEKSBOX_DEBUG := target/debug/keksbox
 # Debian packages the tests need. Installed only when something is missing and we are root.
 APT_PACKAGES := chromium iproute2 util-linux file openssl systemd
+# The platform tests: Debian's Rust toolchain with an arm64 std for the static aarch64 build
+# (rustup cannot download targets here), the cross linker, and qemu to run the result.
+APT_PACKAGES += curl rustc-web cargo-web libstd-rust-web-dev:arm64 gcc-aarch64-linux-gnu \
+	libc6-dev-arm64-cross qemu-user-static binfmt-support
 APT_STAMP := target/.apt-packages
 
 .PHONY: run test bench web web-deps deps test-rust test-web clippy fmt fuzz clean
+.PHONY: release release-aarch64 release-armv7 install test-platform bench-platform
 
 ## Build what is needed and start the appliance on its embedded default config.
 run: web
 	$(CARGO) build -p keksbox
-	@echo "keksbox: open http://127.0.0.1:8080/ (Ctrl-C stops it)"
+	@echo "keksbox: open https://127.0.0.1:8443/ (http://127.0.0.1:8080/ redirects there); the browser"
+	@echo "keksbox: warns about the self-signed certificate: compare its SHA-256 fingerprint with the log. Ctrl-C stops it."
 	$(KEKSBOX_DEBUG)
 
 ## Install what the tests need, then run every test.
 test: deps web
 	$(CARGO) build --workspace --all-targets
 	$(MAKE) test-rust
+	$(MAKE) test-platform
 	$(MAKE) test-web
 
 test-rust:
@@ -46,6 +53,7 @@ $(APT_STAMP):
 	@missing=""; for p in $(APT_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
 	if [ -n "$$missing" ]; then \
 	  if [ "$$(id -u)" = 0 ]; then \
+	    case "$$missing" in *:arm64*) dpkg --print-foreign-architectures | grep -qx arm64 || dpkg --add-architecture arm64;; esac; \
 	    apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q $$missing; \
 	  else echo "missing Debian packages:$$missing (run as root or: sudo apt-get install$$missing)"; exit 1; fi; \
 	fi
@@ -55,6 +63,7 @@ $(APT_STAMP):
 bench: web
 	$(CARGO) build --release -p keksbox -p keksbox-bench
 	target/release/keksbox-load --server target/release/keksbox
+	$(MAKE) bench-platform
 
 clippy:
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
@@ -65,3 +74,59 @@ fmt:
 clean:
 	$(CARGO) clean
 	rm -rf web/dist web/node_modules
+
+## Static release binaries, the web client embedded in each.
+# x86_64: rustup's toolchain. +crt-static goes in RUSTFLAGS with --target so it reaches only
+# the target's code, not build scripts and proc-macros (see .cargo/config.toml).
+RELEASE_X86_64 := target/x86_64-unknown-linux-gnu/release/keksbox
+# aarch64: Debian's rustc-web/cargo-web, whose arm64 std rustup cannot download here; a
+# separate target dir so the two toolchains never overwrite each other's artifacts.
+DEBIAN_CARGO := RUSTC=/usr/bin/rustc CARGO_TARGET_DIR=target/debian /usr/bin/cargo
+RELEASE_AARCH64 := target/debian/aarch64-unknown-linux-gnu/release/keksbox
+RELEASE_ARMV7 := target/armv7-unknown-linux-musleabihf/release/keksbox
+
+release: web
+	RUSTFLAGS="-C target-feature=+crt-static" $(CARGO) build --release --locked -p keksbox --target x86_64-unknown-linux-gnu
+	@file $(RELEASE_X86_64)
+
+release-aarch64: deps web
+	$(DEBIAN_CARGO) build --release --locked -p keksbox --target aarch64-unknown-linux-gnu
+	@file $(RELEASE_AARCH64)
+
+# 32-bit ARM needs cross-rs and Docker (Debian's armhf std does not match its compiler).
+release-armv7: web
+	CROSS_CONFIG=cross.toml cross build --release --locked -p keksbox --target armv7-unknown-linux-musleabihf
+	@file $(RELEASE_ARMV7)
+
+## Install binary, units, sysusers file and config under PREFIX (DESTDIR respected), for a
+## package or the image recipe: make install DESTDIR=rootfs PREFIX=/usr KEKSBOX_BIN=...
+PREFIX ?= /usr/local
+SYSCONFDIR ?= /etc
+UNITDIR ?= $(PREFIX)/lib/systemd/system
+SYSUSERSDIR ?= $(PREFIX)/lib/sysusers.d
+KEKSBOX_BIN ?= $(RELEASE_X86_64)
+
+install:
+	@test -f "$(KEKSBOX_BIN)" || { echo "$(KEKSBOX_BIN) missing: run make release (or make release-aarch64 and set KEKSBOX_BIN=$(RELEASE_AARCH64))"; exit 1; }
+	install -D -m 0755 "$(KEKSBOX_BIN)" "$(DESTDIR)$(PREFIX)/bin/keksbox"
+	install -d "$(DESTDIR)$(UNITDIR)"
+	sed -e 's|/usr/bin/keksbox|$(PREFIX)/bin/keksbox|' -e 's|/etc/keksbox/|$(SYSCONFDIR)/keksbox/|' \
+		systemd/keksbox.service > "$(DESTDIR)$(UNITDIR)/keksbox.service"
+	install -m 0644 systemd/keksbox.socket "$(DESTDIR)$(UNITDIR)/keksbox.socket"
+	install -D -m 0644 systemd/keksbox.sysusers "$(DESTDIR)$(SYSUSERSDIR)/keksbox.conf"
+	install -D -m 0644 config/default.toml "$(DESTDIR)$(PREFIX)/share/doc/keksbox/default.toml"
+	@# An existing config is the owner's: never overwrite it.
+	test -e "$(DESTDIR)$(SYSCONFDIR)/keksbox/keksbox.toml" || \
+		install -D -m 0644 config/appliance.toml "$(DESTDIR)$(SYSCONFDIR)/keksbox/keksbox.toml"
+
+## Unit files (hardening, verify, sysusers), the static aarch64 binary under qemu with TLS,
+## and the install layout. The mDNS namespace test is a cargo test (appliance/tests/mdns.rs).
+test-platform: release-aarch64
+	$(CARGO) build -p keksbox
+	appliance/tests/platform.sh systemd
+	appliance/tests/platform.sh smoke $(RELEASE_AARCH64) qemu-aarch64-static
+	appliance/tests/platform.sh install $(RELEASE_AARCH64)
+
+## Static binary sizes and idle memory.
+bench-platform: release release-aarch64
+	appliance/tests/platform.sh figures $(RELEASE_X86_64) $(RELEASE_AARCH64)

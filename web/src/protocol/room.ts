@@ -123,6 +123,11 @@ export class Room {
     for (const m of this.members.values()) m.peer.stopSending(id);
   }
 
+  /** Stop sending local resource `id` to one member (the sender's per-receiver cancel). */
+  cancelUpload(id: string, to: ClientId): void {
+    this.members.get(to)?.peer.stopSending(id);
+  }
+
   /** Ask the owner to start (or stop) sending a remote resource to us. */
   request(r: RemoteResource): void {
     if (r.state === "requested" || r.state === "active") return;

@@ -278,12 +278,17 @@ const events: RoomEvents = {
     if (!l?.uploads) return;
     let row = l.uploads.querySelector<HTMLElement>(`[data-to="${to.id}"]`);
     if (!row) {
-      row = h("li", { "data-to": to.id });
+      const text = h("span", { class: "text" });
+      const cancel = h("button", { type: "button", class: "small cancel", "aria-label": `${t("cancel")}: ${l.res.label} → ${nameOf(to)}` }, t("cancel"));
+      cancel.addEventListener("click", () => room?.cancelUpload(id, to.id));
+      row = h("li", { "data-to": to.id }, text, " ", cancel);
       l.uploads.append(row);
     }
     const size = l.res.kind === "file" ? l.res.size : 0;
     row.dataset.state = state;
-    row.textContent = t("sent_to", { name: nameOf(to), state: state === "sending" ? t("progress", { done: formatBytes(bytes), total: formatBytes(size) }) : state });
+    const stateText = state === "sending" ? t("progress", { done: formatBytes(bytes), total: formatBytes(size) }) : t(state === "done" ? "upload_done" : "upload_failed");
+    row.querySelector(".text")!.textContent = t("sent_to", { name: nameOf(to), state: stateText });
+    (row.querySelector(".cancel") as HTMLElement).hidden = state !== "sending";
   },
   peerState(m) {
     const u = memberUi.get(m.id);

@@ -226,6 +226,13 @@ test("microphone: audio is requested automatically and packets flow", T, async (
   await sleep(1000);
   const s2 = await inboundStats(b.page, a.id, "audio");
   assert.ok(s2.packets > s1.packets, `packetsReceived grows: ${s1.packets} -> ${s2.packets}`);
+  // The fake microphone beeps: bob's view of alice lights up as speaking at some point.
+  await b.page.evaluate((id) => {
+    const li = document.querySelector(`#members .member[data-id="${id}"]`);
+    window.sawSpeaking = li.classList.contains("speaking");
+    new MutationObserver(() => (window.sawSpeaking ||= li.classList.contains("speaking"))).observe(li, { attributes: true });
+  }, a.id);
+  await until("speaking indicator", () => b.page.evaluate(() => window.sawSpeaking), 10_000);
   // RNNoise worklet really loaded (wasm served from dist, CSP allows it).
   assert.ok(!logs.some((l) => l.startsWith("alice") && l.includes("RNNoise unavailable")), "RNNoise loaded");
 });
@@ -260,6 +267,19 @@ test("a 50 MB file arrives with an equal SHA-256 (streamed through the service w
   console.log(`# 50 MiB in ${((Date.now() - t0) / 1000).toFixed(1)} s`);
   await until("bob shows done", () => b.page.$(`${sel}[data-state=done]`));
   await until("alice shows per-receiver done", () => a.page.$(`#local-resources .file [data-to="${b.id}"][data-state=done]`));
+});
+
+test("the sender cancels one receiver's download; the receiver sees it failed", T, async () => {
+  const { alice: a, bob: b } = users;
+  await a.page.evaluate(() => window.keksbox.addFiles([new File([new Uint8Array(40 * 1024 * 1024).fill(7)], "cancel-me.bin")]));
+  const sel = `#members .member[data-id="${a.id}"] .resource.file:last-child`;
+  await until("bob lists it", () => b.page.$eval(`${sel} .label`, (e) => e.textContent.includes("cancel-me.bin")));
+  await b.page.click(`${sel} button`);
+  const row = `#local-resources .file:last-child [data-to="${b.id}"]`;
+  await a.page.waitForSelector(`${row}[data-state=sending] button.cancel`);
+  await a.page.click(`${row} button.cancel`);
+  await until("bob sees failure", () => b.page.$(`${sel}[data-state=failed]`));
+  await until("alice shows stopped", () => a.page.$(`${row}[data-state=failed]`));
 });
 
 test("three browsers see each other; room watch counts follow a join and a leave", T, async () => {
@@ -299,6 +319,18 @@ test("axe-core: no violations on the start page and on a room page with two user
   assert.ok(await b.page.$(remoteRes(b, a, "file")), "bob lists alice's file");
   assert.deepEqual(await runAxe(b.page), [], "room page (bob)");
   assert.deepEqual(await runAxe(a.page), [], "room page (alice)");
+  // Invite dialog: the link and a QR code with dark and light modules.
+  await a.page.click("#open-share");
+  assert.equal(await a.page.inputValue("#share-link"), `${BASE}/room#${encodeURIComponent(SECRET)}`);
+  const qr = await a.page.$eval("#share-qr", (c) => {
+    const d = c.getContext("2d").getImageData(0, 0, c.width, c.height).data;
+    let dark = 0;
+    for (let i = 0; i < d.length; i += 4) if (d[i] < 128 && d[i + 3] > 0) dark++;
+    return { w: c.width, dark, total: d.length / 4 };
+  });
+  assert.ok(qr.w >= 21 && qr.dark > qr.total * 0.2 && qr.dark < qr.total * 0.8, JSON.stringify(qr));
+  assert.deepEqual(await runAxe(a.page), [], "room page with the invite dialog open");
+  await a.page.click("#share form[method=dialog] button");
 });
 
 test("simultaneous requests both ways (perfect negotiation): each side decodes the other's new camera", T, async () => {
@@ -371,6 +403,8 @@ test("screen share (headless Chromium with fake UI)", T, async () => {
   }
   const sel = `${remoteRes(b, a, "video")}[data-state=available]`;
   await b.page.waitForSelector(sel);
+  // A thumbnail arrives before the video is enabled (previews go out every 5 s).
+  await until("preview thumbnail", () => b.page.$$eval(`${sel} img.preview`, (i) => i.some((x) => x.naturalWidth > 0)), 12_000);
   await b.page.click(`${sel} button`);
   await until("screen plays at bob", () => b.page.$$eval(`${remoteRes(b, a, "video")} video`, (vs) => vs.some((v) => v.videoWidth > 0)));
 });

@@ -12,7 +12,7 @@ use serde::{Deserialize, Serialize};
 pub const DEFAULT_TOML: &str = include_str!("../../config/default.toml");
 
 /// Everything keksbox can be configured with.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Config {
     pub server: ServerConfig,
@@ -53,18 +53,6 @@ pub struct WebrtcConfig {
     pub turn: Option<String>,
     pub turn_user: Option<String>,
     pub turn_cred: Option<String>,
-}
-
-impl Default for Config {
-    fn default() -> Self {
-        Config {
-            server: ServerConfig::default(),
-            limits: Limits::default(),
-            webrtc: WebrtcConfig::default(),
-            tls: crate::tls::TlsConfig::default(),
-            mdns: crate::mdns::MdnsConfig::default(),
-        }
-    }
 }
 
 // These mirror config/default.toml; a test checks that the two agree.

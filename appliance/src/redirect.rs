@@ -43,9 +43,8 @@ pub async fn serve(listener: TcpListener, https_port: u16, mut stop: watch::Rece
                 .max_buf_size(16 << 10)
                 .serve_connection(TokioIo::new(stream), service);
             // Bounded: a redirect is one small request; nobody keeps this connection for long.
-            match tokio::time::timeout(Duration::from_secs(30), conn).await {
-                Ok(Err(e)) => log::debug!("redirect connection from {peer}: {e}"),
-                Ok(Ok(())) | Err(_) => {}
+            if let Ok(Err(e)) = tokio::time::timeout(Duration::from_secs(30), conn).await {
+                log::debug!("redirect connection from {peer}: {e}");
             }
         });
     }

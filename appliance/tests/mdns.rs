@@ -1,7 +1,7 @@
 //! mDNS between two "hosts": network namespaces A and B joined by a veth pair that this test
 //! creates (10.77.0.1/24 in A, 10.77.0.2/24 in B). keksbox runs in A; `keksbox discover` runs
 //! in B, finds `_keksmeet._tcp`, resolves the address, reads the fingerprint TXT and resolves
-//! the host name. Nothing reaches the machine's own interfaces: both ends live in namespaces,
+//! the host name; an address added later is announced too. Nothing reaches the machine's own interfaces: both ends live in namespaces,
 //! which are deleted afterwards even when the test fails.
 //!
 //! Needs root and `ip netns` (iproute2); prints why and passes without them.
@@ -167,6 +167,21 @@ fn a_browse_from_another_namespace_finds_the_box_its_fingerprint_and_host_name()
         "host-resolves-to 10.77.0.1".to_owned(),
     ] {
         assert!(line.contains(&want), "{want:?} missing from {line:?}");
+    }
+
+    // Interfaces are followed: an address added in A after start is announced too.
+    let va = format!("kba{}", std::process::id() % 100_000);
+    let added = Command::new("ip").args(["-n", &ns.a, "addr", "add", "10.77.0.3/24", "dev", &va]).status().unwrap();
+    assert!(added.success());
+    let deadline = std::time::Instant::now() + Duration::from_secs(40);
+    loop {
+        let out = ns.exec(&ns.b, &[BIN, "discover", "--timeout", "10"]).output().unwrap();
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        if stdout.contains("10.77.0.3") {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "10.77.0.3 never announced: {stdout}");
+        std::thread::sleep(Duration::from_secs(2));
     }
 
     let status = server.terminate().unwrap();

@@ -439,6 +439,7 @@ async function addMicrophone(): Promise<void> {
     });
     const [gainField, gain] = labelled(t("gain"), h("input", { type: "range", min: 0, max: 5, step: 0.1, value: prefs.num("microphone_gain") ?? 1 }));
     gain.addEventListener("input", () => mic.setGain(Number(gain.value)));
+    li.dataset.rnnoise = String(mic.rnnoise);
     append(li, " ", mute, gainField);
     return {};
   });

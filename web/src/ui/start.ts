@@ -37,7 +37,9 @@ app.append(
 
 function go(): void {
   const secret = roomInput.value.trim();
-  if (!secret) return;
+  // "?" starts the preferences in a room link, so it cannot be part of a secret.
+  roomInput.setCustomValidity(secret.includes("?") ? "?" : "");
+  if (!secret || !roomInput.reportValidity()) return;
   if (nameInput.value.trim()) prefs.set("username", nameInput.value.trim());
   const rooms = parseRoomWatches(prefs.str("room_watches") ?? "");
   if (!rooms.some((r) => r.secret === secret)) {

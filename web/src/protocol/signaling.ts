@@ -105,6 +105,14 @@ export class Signaling {
     }
   }
 
+  /** Skip the remaining backoff (e.g. the browser reports it is online again). */
+  reconnectNow(): void {
+    if (this.closed || this.sock || this.retryTimer === null) return;
+    this.timers.clearTimeout(this.retryTimer);
+    this.attempt = 0;
+    this.connect();
+  }
+
   close(): void {
     this.closed = true;
     this.stopPing();

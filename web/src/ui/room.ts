@@ -94,6 +94,8 @@ const local = new Map<string, { res: LocalResource; li: HTMLElement; stop: () =>
 const memberUi = new Map<number, { li: HTMLElement; name: HTMLElement; state: HTMLElement; res: HTMLElement; debug: HTMLElement; announced: boolean; speaking: Set<() => void> }>();
 const resUi = new Map<RemoteResource, { li: HTMLElement; body: HTMLElement; button: HTMLButtonElement; progress?: HTMLProgressElement; stopSpeak?: () => void }>();
 const pendingSinks = new Map<RemoteResource, FileSink>();
+/** Tracks the user enabled (true) or disabled (false) by hand, by resource id. */
+const choices = new Map<string, boolean>();
 const rtc = rtcConfig();
 
 const nameOf = (m: Member) => m.username ?? t("unknown_user");
@@ -153,7 +155,8 @@ async function enterRoom(frag: RoomFragment): Promise<void> {
   if (current !== frag) return; // switched again meanwhile
   const r = new Room(hash, key, (p) => sig.send(p), events, {
     rtcConfig: config,
-    autoRequest: (info) => info.kind === "track" && prefs.bool(info.track_kind === "audio" ? "optional_audio_default_enable" : "optional_video_default_enable"),
+    // An explicit choice for this resource (it survives reconnects: resource ids do) beats the preference.
+    autoRequest: (info) => info.kind === "track" && (choices.get(info.id) ?? prefs.bool(info.track_kind === "audio" ? "optional_audio_default_enable" : "optional_video_default_enable")),
   });
   r.username = username();
   r.myId = sig.id;
@@ -312,6 +315,7 @@ function resLabel(r: RemoteResource): string {
 
 async function toggleRemote(r: RemoteResource): Promise<void> {
   if (!room) return;
+  if (r.info.kind === "track") choices.set(r.info.id, !(r.state === "requested" || r.state === "active"));
   if (r.state === "requested" || r.state === "active") {
     room.requestStop(r);
     pendingSinks.get(r)?.abort("cancelled");
@@ -660,7 +664,10 @@ document.addEventListener("keydown", (ev) => {
 // ---------- lifecycle ----------
 
 window.addEventListener("beforeunload", (ev) => {
-  if (prefs.bool("enable_onbeforeunload") && [...local.values()].some((l) => l.res.kind === "track")) ev.preventDefault();
+  if (prefs.bool("enable_onbeforeunload") && [...local.values()].some((l) => l.res.kind === "track")) {
+    ev.preventDefault();
+    ev.returnValue = "";
+  }
 });
 
 window.addEventListener("hashchange", () => {
@@ -681,6 +688,9 @@ prefs.onChange((k, v) => {
 if ("serviceWorker" in navigator && window.isSecureContext) {
   navigator.serviceWorker.register("/sw.js", { scope: "/" }).catch((e) => console.warn("keksbox: service worker not registered", e));
 }
+
+// Back on the network: do not wait for the backoff timer.
+window.addEventListener("online", () => sig.reconnectNow());
 
 const first = parseFragment(location.hash);
 sig.start();

@@ -461,6 +461,11 @@ test("relay killed and restarted: both browsers rejoin and chat again within 5 s
   console.log(`# rejoined and chatted ${dt} ms after the relay restarted`);
   assert.ok(dt < 5000, `${dt} ms`);
   assert.ok((await chatTexts(b.page)).includes("alice: hello bob, <b>not bold</b>"), "old chat kept");
+  // Video bob had enabled by hand is requested again and decodes after the renegotiation.
+  for (const u of [a, b]) u.id = await u.page.evaluate(() => window.keksbox.sig.id); // new session, new ids
+  const playing = () => b.page.$$eval(`${remoteRes(b, a, "video")}[data-state=active] video`, (vs) => vs.some((v) => v.videoWidth > 0));
+  const debug = () => b.page.evaluate(() => JSON.stringify([...document.querySelectorAll("#members .resource")].map((x) => [x.className, x.dataset.state, x.querySelector("video")?.videoWidth])) + JSON.stringify([...window.keksbox.room.members.values()].map((m) => [m.peer.pc.connectionState, m.peer.pc.signalingState])));
+  await until("bob's enabled video plays again", playing, 10_000).catch(async (e) => assert.fail(`${e.message}: ${await debug()}`));
 });
 
 test("no page errors and no Content-Security-Policy violations in any browser", async () => {

@@ -338,6 +338,25 @@ test("signaling: pings every 30 s, reconnects with backoff and rejoins + rewatch
   s.close();
 });
 
+test("signaling: reconnectNow skips the backoff; a closed client stays closed", () => {
+  const socks: FakeSocket[] = [];
+  const timers = new FakeTimers();
+  const s = new Signaling("ws://x/signaling", () => {
+    const f = new FakeSocket();
+    socks.push(f);
+    return f;
+  }, { onInit: () => {}, onPacket: () => {}, onDisconnect: () => {} }, { timers });
+  s.start();
+  s.reconnectNow(); // connected or connecting: nothing to skip
+  assert.equal(socks.length, 1);
+  socks[0]!.close();
+  s.reconnectNow();
+  assert.equal(socks.length, 2);
+  s.close();
+  timers.advance(60_000);
+  assert.equal(socks.length, 2);
+});
+
 // ---- file transfer over a fake data channel ----
 
 class FakeChannel extends EventTarget implements ChannelLike {

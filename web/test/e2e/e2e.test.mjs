@@ -63,8 +63,8 @@ async function until(what, f, ms = 20_000) {
   throw new Error(`timed out waiting for ${what} (last: ${last})`);
 }
 
-async function newContext(init = {}) {
-  const ctx = await browser.newContext({ acceptDownloads: true });
+async function newContext(init = {}, opts = {}) {
+  const ctx = await browser.newContext({ acceptDownloads: true, ...opts });
   // Downloads take the service-worker path (the File System Access picker cannot be driven headless).
   await ctx.addInitScript((store) => {
     delete window.showSaveFilePicker;
@@ -160,6 +160,13 @@ test("chat text and a pasted image arrive and render", T, async () => {
   await until("image at bob", () =>
     b.page.$$eval("#chat-log img.chat-image", (imgs) => imgs.some((i) => i.src.startsWith("data:image/png;base64,") && i.naturalWidth === 2 && i.complete)),
   );
+});
+
+test("a chat image opens in a popup as a blob URL", T, async () => {
+  const { bob: b } = users;
+  const [popup] = await Promise.all([b.ctx.waitForEvent("page"), b.page.click("#chat-log .image-button")]);
+  await until("popup url", () => popup.url().startsWith("blob:"));
+  await popup.close();
 });
 
 test("a hostile message renders inert", T, async () => {
@@ -314,6 +321,28 @@ test("the sender cancels one receiver's download; the receiver sees it failed", 
   await a.page.click(`${row} button.cancel`);
   await until("bob sees failure", () => b.page.$(`${sel}[data-state=failed]`));
   await until("alice shows stopped", () => a.page.$(`${row}[data-state=failed]`));
+});
+
+test("start page: German by browser language, a long generated secret, join navigates and remembers the room", T, async () => {
+  const ctx = await newContext({}, { locale: "de-DE" });
+  const p = await ctx.newPage();
+  await p.goto(`${BASE}/`);
+  assert.equal((await p.textContent("#join")).trim(), "Beitreten");
+  assert.equal(await p.getAttribute("html", "lang"), "de");
+  const secret = await p.inputValue(".secret");
+  assert.ok(secret.length * 6 >= 128, secret);
+  await p.click("#new-name");
+  assert.notEqual(await p.inputValue(".secret"), secret);
+  await p.fill(".secret", SECRET);
+  await p.fill("input[autocomplete=nickname]", "erika");
+  await p.click("#join");
+  await p.waitForSelector("body[data-state=joined]");
+  assert.equal(new URL(p.url()).pathname, "/room");
+  await until("erika is listed at alice", async () => (await memberNames(users.alice.page)).includes("erika"));
+  await p.goto(`${BASE}/`);
+  await until("room remembered with its count", () => p.$$eval("#known-rooms li .count", (e) => e.some((x) => x.textContent === "2 anwesend")));
+  await ctx.close();
+  await until("erika gone", async () => !(await memberNames(users.alice.page)).includes("erika"));
 });
 
 test("three browsers see each other; room watch counts follow a join and a leave", T, async () => {

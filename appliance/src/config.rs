@@ -133,7 +133,11 @@ impl Config {
         }
         anyhow::ensure!(self.tls.handshake_timeout_secs > 0, "tls.handshake_timeout_secs must be greater than 0");
         anyhow::ensure!(
-            !(self.tls.enabled && self.tls.redirect && self.tls.redirect_bind == self.server.bind),
+            // Port 0 asks for any free port: two of those never clash.
+            !(self.tls.enabled
+                && self.tls.redirect
+                && self.tls.redirect_bind == self.server.bind
+                && self.server.bind.port() != 0),
             "tls.redirect_bind and server.bind are both {}: the HTTP redirect needs its own port",
             self.server.bind
         );

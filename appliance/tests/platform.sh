@@ -111,7 +111,13 @@ install_check() {
            usr/lib/sysusers.d/keksbox.conf etc/keksbox/keksbox.toml usr/share/doc/keksbox/default.toml; do
     [ -e "$dest/$f" ] || fail "make install did not install /$f"
   done
-  systemd-analyze verify --root="$dest" "$dest/usr/lib/systemd/system/keksbox.service" || fail "installed unit does not verify"
+  grep -q '^ExecStart=/usr/bin/keksbox --config /etc/keksbox/keksbox.toml$' "$dest/usr/lib/systemd/system/keksbox.service" \
+    || fail "installed unit does not start /usr/bin/keksbox with /etc/keksbox/keksbox.toml"
+  # verify resolves ExecStart= on this machine: point it into DESTDIR.
+  mkdir -p "$TMP/installed"
+  sed "s|/usr/bin/keksbox|$dest/usr/bin/keksbox|" "$dest/usr/lib/systemd/system/keksbox.service" > "$TMP/installed/keksbox.service"
+  cp "$dest/usr/lib/systemd/system/keksbox.socket" "$TMP/installed/"
+  systemd-analyze verify "$TMP/installed/keksbox.service" "$TMP/installed/keksbox.socket" || fail "installed units do not verify"
   echo "install: ok (DESTDIR layout, installed unit verifies)"
 }
 

@@ -1,7 +1,7 @@
 // `npm test`: typecheck, unit tests, then the browser end-to-end tests inside a fresh network
 // namespace (unshare -n, loopback only). Prints "N passed, M failed" last; non-zero on failure.
-import { spawnSync } from "node:child_process";
-import { mkdirSync, readFileSync, rmSync, existsSync } from "node:fs";
+import { spawn, spawnSync } from "node:child_process";
+import { existsSync, mkdirSync, rmSync } from "node:fs";
 import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { build } from "esbuild";
@@ -16,11 +16,25 @@ let passed = 0;
 let failed = 0;
 const only = process.argv[2]; // "unit" or "e2e" to run one half
 
-function countTap(file) {
-  if (!existsSync(file)) return [0, 1];
-  const t = readFileSync(file, "utf8");
-  const num = (k) => Number((t.match(new RegExp(`^# ${k} (\\d+)`, "m")) ?? [0, 0])[1]);
-  return [num("pass"), num("fail") + num("cancelled")];
+/** Runs a command, echoing its output, and counts the node test runner's summary lines. */
+function runCounted(cmd, args, opts) {
+  return new Promise((resolve) => {
+    const p = spawn(cmd, args, { ...opts, stdio: ["ignore", "pipe", "inherit"] });
+    let out = "";
+    p.stdout.on("data", (d) => {
+      out += d;
+      process.stdout.write(d);
+    });
+    p.on("error", (e) => console.error(`cannot run ${cmd}: ${e.message}`));
+    p.on("close", (code) => {
+      const num = (k) => Number((out.match(new RegExp(`^ℹ ${k} (\\d+)`, "m")) ?? [0, 0])[1]);
+      const pass = num("pass");
+      let fail = num("fail") + num("cancelled");
+      // A runner that died without a summary, or exited non-zero with nothing failed, is a failure.
+      if (code !== 0 && fail === 0) fail = 1;
+      resolve([pass, fail]);
+    });
+  });
 }
 
 const t0 = Date.now();
@@ -35,9 +49,7 @@ if (only !== "e2e") {
   const entries = ls(join(web, "test", "unit"), ".test.ts");
   await build({ entryPoints: entries, outdir: join(out, "unit"), bundle: true, platform: "node", format: "esm", outExtension: { ".js": ".mjs" }, logLevel: "warning", packages: "external" });
   const files = ls(join(out, "unit"), ".mjs");
-  const tap = join(out, "unit.tap");
-  spawnSync(process.execPath, ["--test", "--test-reporter=spec", "--test-reporter-destination=stdout", "--test-reporter=tap", `--test-reporter-destination=${tap}`, ...files], { stdio: "inherit", cwd: web });
-  const [p, f] = countTap(tap);
+  const [p, f] = await runCounted(process.execPath, ["--test", "--test-reporter=spec", ...files], { cwd: web });
   passed += p;
   failed += f;
   console.log(`unit: ${p} passed, ${f} failed (${((Date.now() - t0) / 1000).toFixed(1)} s)`);
@@ -46,11 +58,8 @@ if (only !== "e2e") {
 if (only !== "unit") {
   const t1 = Date.now();
   if (!existsSync(join(web, "dist", "room.html"))) spawnSync(process.execPath, [join(web, "build.mjs")], { stdio: "inherit", cwd: web });
-  const tap = join(out, "e2e.tap");
-  const cmd = `ip link set lo up && exec "${process.execPath}" --test --test-concurrency=1 --test-reporter=spec --test-reporter-destination=stdout --test-reporter=tap --test-reporter-destination="${tap}" test/e2e/e2e.test.mjs`;
-  const r = spawnSync("unshare", ["-n", "sh", "-c", cmd], { stdio: "inherit", cwd: web, env: process.env });
-  if (r.error) console.error("e2e: cannot start unshare:", r.error.message);
-  const [p, f] = countTap(tap);
+  const cmd = `ip link set lo up && exec "${process.execPath}" --test --test-concurrency=1 --test-reporter=spec test/e2e/e2e.test.mjs`;
+  const [p, f] = await runCounted("unshare", ["-n", "sh", "-c", cmd], { cwd: web, env: process.env });
   passed += p;
   failed += f;
   console.log(`e2e: ${p} passed, ${f} failed (${((Date.now() - t1) / 1000).toFixed(1)} s)`);

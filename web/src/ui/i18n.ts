@@ -85,6 +85,7 @@ const en = {
   leave_confirm: "You are still sharing. Leave?",
   unknown_user: "someone",
   room_title: "Room {name}",
+  enable_audio: "Play audio (the browser blocked it)",
   unnamed_room: "Meeting",
 };
 
@@ -174,6 +175,7 @@ const de: Record<Key, string> = {
   leave_confirm: "Du teilst noch etwas. Verlassen?",
   unknown_user: "jemand",
   room_title: "Raum {name}",
+  enable_audio: "Ton abspielen (vom Browser blockiert)",
   unnamed_room: "Besprechung",
 };
 

@@ -11,6 +11,10 @@ export function audioContext(): AudioContext {
   return ctx;
 }
 
+export function resumeAudio(): void {
+  if (ctx?.state === "suspended") void ctx.resume();
+}
+
 let rnnoiseWasm: Promise<ArrayBuffer> | null = null;
 let workletLoaded: Promise<void> | null = null;
 

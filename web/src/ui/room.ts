@@ -13,7 +13,7 @@ import { initLanguage, prefs, rtcConfig, username } from "./common";
 import { prepareSink } from "./download";
 import { append, clear, formatBytes, h, labelled, SAFE_IMAGE } from "./el";
 import { Key, t } from "./i18n";
-import { camera, microphone, Microphone, screen, thumbnail, watchSpeaking } from "./media";
+import { camera, microphone, Microphone, resumeAudio, screen, thumbnail, watchSpeaking } from "./media";
 
 prefs.setFragment(parseFragment(location.hash)?.params ?? []);
 initLanguage();
@@ -169,9 +169,9 @@ const events: RoomEvents = {
   join(m) {
     const name = h("span", { class: "name" }, t("unknown_user"));
     const state = h("span", { class: "state" }, "");
-    const res = h("ul", { class: "resources", "aria-label": t("local_resources") });
+    const res = h("ul", { class: "resources", "aria-labelledby": `member-${m.id}` });
     const debug = h("pre", { class: "debug", hidden: true });
-    const li = h("li", { class: "member", "data-id": m.id }, h("h3", {}, name, " ", state), res, debug);
+    const li = h("li", { class: "member", "data-id": m.id }, h("h3", { id: `member-${m.id}` }, name, " ", state), res, debug);
     members.append(li);
     memberUi.set(m.id, { li, name, state, res, debug, announced: false, speaking: new Set() });
   },
@@ -245,6 +245,7 @@ const events: RoomEvents = {
         const a = h("audio", { autoplay: true });
         a.srcObject = r.stream;
         u.body.replaceChildren(a);
+        a.play().catch(() => audioBlocked());
         const mu = memberUi.get(r.owner.id);
         const stop = watchSpeaking(r.stream, (s) => mu?.li.classList.toggle("speaking", s));
         u.stopSpeak = stop;
@@ -298,6 +299,18 @@ const events: RoomEvents = {
     if (u) u.state.textContent = `(${m.peer.pc.connectionState})`;
   },
 };
+
+/** The browser refused to play audio before any interaction: offer a button that does. */
+function audioBlocked(): void {
+  if (document.getElementById("unblock-audio")) return;
+  const b = h("button", { type: "button", id: "unblock-audio", class: "primary" }, t("enable_audio"));
+  b.addEventListener("click", () => {
+    resumeAudio();
+    for (const a of document.querySelectorAll("audio")) void a.play().catch(() => {});
+    b.remove();
+  });
+  notices.append(b);
+}
 
 function res_labels(m: Member): void {
   for (const r of m.resources.values()) {
@@ -688,6 +701,10 @@ prefs.onChange((k, v) => {
 if ("serviceWorker" in navigator && window.isSecureContext) {
   navigator.serviceWorker.register("/sw.js", { scope: "/" }).catch((e) => console.warn("keksbox: service worker not registered", e));
 }
+
+// Audio started before any interaction (microphone_enabled) begins suspended; the first one resumes it.
+document.addEventListener("pointerdown", () => resumeAudio());
+document.addEventListener("keydown", () => resumeAudio());
 
 // Back on the network: do not wait for the backoff timer.
 window.addEventListener("online", () => sig.reconnectNow());

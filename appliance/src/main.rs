@@ -97,24 +97,23 @@ fn run(args: Args) -> anyhow::Result<()> {
     }
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().context("cannot start the async runtime")?;
     runtime.block_on(async move {
+        // Signal handlers go in before anything listens: a SIGTERM that arrives right after
+        // start-up must still mean a clean shutdown, not the default of dying on the spot.
+        let shutdown = shutdown_signal()?;
         let listeners = keksbox::platform::Listeners::open(&config).await?;
-        keksbox::platform::run(config, listeners, args.state_dir, shutdown_signal()).await
+        keksbox::platform::run(config, listeners, args.state_dir, shutdown).await
     })
 }
 
-/// Completes on SIGINT or SIGTERM.
-async fn shutdown_signal() {
+/// Installs the SIGINT and SIGTERM handlers now and returns a future that completes on either.
+fn shutdown_signal() -> anyhow::Result<impl std::future::Future<Output = ()>> {
     use tokio::signal::unix::{SignalKind, signal};
-    let mut term = match signal(SignalKind::terminate()) {
-        Ok(s) => s,
-        Err(e) => {
-            log::error!("cannot listen for SIGTERM: {e}");
-            let _ = tokio::signal::ctrl_c().await;
-            return;
+    let mut term = signal(SignalKind::terminate()).context("cannot listen for SIGTERM")?;
+    let mut int = signal(SignalKind::interrupt()).context("cannot listen for SIGINT")?;
+    Ok(async move {
+        tokio::select! {
+            _ = int.recv() => log::info!("SIGINT received"),
+            _ = term.recv() => log::info!("SIGTERM received"),
         }
-    };
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => log::info!("SIGINT received"),
-        _ = term.recv() => log::info!("SIGTERM received"),
-    }
+    })
 }

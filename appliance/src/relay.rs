@@ -207,9 +207,17 @@ where
                     None => break End::ClientClosed,
                     Some(Ok(Message::Text(text))) => {
                         match serde_json::from_str::<ServerboundPacket>(&text) {
-                            Ok(packet) => if let Err(e) = hub.handle(id, packet) {
-                                break End::Protocol(CloseCode::Policy, e.to_string());
-                            },
+                            Ok(packet) => {
+                                if let ServerboundPacket::Join { hash } = &packet {
+                                    match hash {
+                                        Some(hash) => debug!("client {id} joins room {hash}"),
+                                        None => debug!("client {id} leaves its room"),
+                                    }
+                                }
+                                if let Err(e) = hub.handle(id, packet) {
+                                    break End::Protocol(CloseCode::Policy, e.to_string());
+                                }
+                            }
                             Err(e) => break End::Protocol(CloseCode::Policy, format!("malformed packet: {e}")),
                         }
                     }

@@ -16,7 +16,9 @@ fn main() {
         collect(&dist, &dist, &mut files);
     }
     files.sort();
-    let mut code = String::from("/// Files of web/dist at build time: (path relative to dist, contents).\npub static EMBEDDED: &[(&str, &[u8])] = &[\n");
+    let mut code = String::from(
+        "/// Files of web/dist at build time: (path relative to dist, contents).\npub static EMBEDDED: &[(&str, &[u8])] = &[\n",
+    );
     for (rel, abs) in &files {
         writeln!(code, "    ({rel:?}, include_bytes!({abs:?})),").expect("writing to a String");
     }

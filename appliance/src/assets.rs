@@ -65,13 +65,19 @@ impl Assets {
 
 fn is_safe(path: &str) -> bool {
     !path.is_empty()
-        && Path::new(path).components().all(|c| matches!(c, Component::Normal(name) if !name.to_string_lossy().starts_with('.')))
+        && Path::new(path)
+            .components()
+            .all(|c| matches!(c, Component::Normal(name) if !name.to_string_lossy().starts_with('.')))
 }
 
 fn asset(path: &str, body: Cow<'static, [u8]>) -> Asset {
     let mut hasher = std::hash::DefaultHasher::new();
     body.hash(&mut hasher);
-    Asset { content_type: content_type(path), etag: format!("\"{:016x}\"", hasher.finish()), body }
+    Asset {
+        content_type: content_type(path),
+        etag: format!("\"{:016x}\"", hasher.finish()),
+        body,
+    }
 }
 
 /// The media type for a file name.

@@ -56,7 +56,12 @@ pub async fn route(state: Arc<State>, peer: String, req: Request<Incoming>) -> R
 pub fn client_config(state: &State) -> serde_json::Value {
     let w = &state.config.webrtc;
     let mut webrtc = serde_json::Map::new();
-    for (key, value) in [("stun", &w.stun), ("turn", &w.turn), ("turn_user", &w.turn_user), ("turn_cred", &w.turn_cred)] {
+    for (key, value) in [
+        ("stun", &w.stun),
+        ("turn", &w.turn),
+        ("turn_user", &w.turn_user),
+        ("turn_cred", &w.turn_cred),
+    ] {
         if let Some(v) = value {
             webrtc.insert(key.into(), json!(v));
         }
@@ -78,7 +83,12 @@ fn page(state: &State, req: &Request<Incoming>, name: &str) -> Response<Body> {
 }
 
 fn file(state: &State, req: &Request<Incoming>, path: &str) -> Response<Body> {
-    let Some(Asset { body, content_type, etag }) = state.assets.get(path) else {
+    let Some(Asset {
+        body,
+        content_type,
+        etag,
+    }) = state.assets.get(path)
+    else {
         return text(StatusCode::NOT_FOUND, "not found\n");
     };
     let not_modified = req
@@ -94,7 +104,9 @@ fn file(state: &State, req: &Request<Incoming>, path: &str) -> Response<Body> {
     let response = if not_modified {
         builder.status(StatusCode::NOT_MODIFIED).body(Full::new(Bytes::new()))
     } else {
-        builder.status(StatusCode::OK).body(Full::new(Bytes::from(body.into_owned())))
+        builder
+            .status(StatusCode::OK)
+            .body(Full::new(Bytes::from(body.into_owned())))
     };
     response.unwrap_or_else(|_| text(StatusCode::INTERNAL_SERVER_ERROR, "internal error\n"))
 }
@@ -103,7 +115,8 @@ fn upgrade(state: Arc<State>, peer: String, mut req: Request<Incoming>) -> Respo
     let headers = req.headers();
     let has = |name: header::HeaderName, token: &str| {
         headers.get_all(name).iter().any(|v| {
-            v.to_str().is_ok_and(|v| v.split(',').any(|t| t.trim().eq_ignore_ascii_case(token)))
+            v.to_str()
+                .is_ok_and(|v| v.split(',').any(|t| t.trim().eq_ignore_ascii_case(token)))
         })
     };
     let is_upgrade = req.method() == Method::GET
@@ -149,8 +162,14 @@ fn with_headers(mut response: Response<Body>) -> Response<Body> {
         (header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
         (header::REFERRER_POLICY, "no-referrer"),
         (header::X_FRAME_OPTIONS, "DENY"),
-        (header::HeaderName::from_static("cross-origin-opener-policy"), "same-origin"),
-        (header::HeaderName::from_static("permissions-policy"), "camera=(self), microphone=(self), display-capture=(self)"),
+        (
+            header::HeaderName::from_static("cross-origin-opener-policy"),
+            "same-origin",
+        ),
+        (
+            header::HeaderName::from_static("permissions-policy"),
+            "camera=(self), microphone=(self), display-capture=(self)",
+        ),
     ] {
         h.insert(name, HeaderValue::from_static(value));
     }
@@ -167,14 +186,16 @@ fn html(status: StatusCode, body: &str) -> Response<Body> {
 
 fn json_response(value: &serde_json::Value) -> Response<Body> {
     let mut r = plain(StatusCode::OK, "application/json", value.to_string());
-    r.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+    r.headers_mut()
+        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
     r
 }
 
 fn plain(status: StatusCode, content_type: &'static str, body: String) -> Response<Body> {
     let mut r = Response::new(Full::new(Bytes::from(body)));
     *r.status_mut() = status;
-    r.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+    r.headers_mut()
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
     r
 }
 

@@ -63,13 +63,27 @@ pub struct Stats {
 
 impl Hub {
     pub fn new(limits: Limits, version: String) -> Self {
-        let registry = Registry::new(version, room::Limits { max_watched_rooms: limits.max_watched_rooms });
-        Hub { limits, inner: Mutex::new(Inner { registry, clients: HashMap::new() }) }
+        let registry = Registry::new(
+            version,
+            room::Limits {
+                max_watched_rooms: limits.max_watched_rooms,
+            },
+        );
+        Hub {
+            limits,
+            inner: Mutex::new(Inner {
+                registry,
+                clients: HashMap::new(),
+            }),
+        }
     }
 
     pub fn stats(&self) -> Stats {
         let inner = self.lock();
-        Stats { clients: inner.registry.client_count(), rooms: inner.registry.room_count() }
+        Stats {
+            clients: inner.registry.client_count(),
+            rooms: inner.registry.room_count(),
+        }
     }
 
     /// The tungstenite settings for relay connections: bounded messages, frames and write
@@ -98,7 +112,13 @@ impl Hub {
             let id = random_id();
             match inner.registry.connect(id) {
                 Ok(outputs) => {
-                    inner.clients.insert(id, Queue { tx, bytes: bytes.clone() });
+                    inner.clients.insert(
+                        id,
+                        Queue {
+                            tx,
+                            bytes: bytes.clone(),
+                        },
+                    );
                     self.deliver(&mut inner, outputs);
                     return (id, rx, bytes);
                 }
@@ -261,8 +281,15 @@ where
     if let Some((code, reason)) = close {
         // Close frame reasons are limited to 123 bytes.
         let reason = truncate(reason, 120);
-        let frame = CloseFrame { code, reason: reason.into() };
-        let _ = timeout(write_timeout.min(std::time::Duration::from_secs(2)), ws.close(Some(frame))).await;
+        let frame = CloseFrame {
+            code,
+            reason: reason.into(),
+        };
+        let _ = timeout(
+            write_timeout.min(std::time::Duration::from_secs(2)),
+            ws.close(Some(frame)),
+        )
+        .await;
     }
     if matches!(end, End::Shutdown) {
         info!("closed client {id} for shutdown");
@@ -333,7 +360,10 @@ mod tests {
     #[test]
     fn queue_respects_both_bounds() {
         let (tx, _rx) = mpsc::channel(2);
-        let q = Queue { tx, bytes: Arc::new(AtomicUsize::new(0)) };
+        let q = Queue {
+            tx,
+            bytes: Arc::new(AtomicUsize::new(0)),
+        };
         assert!(q.push("12345".into(), 8));
         assert!(!q.push("12345".into(), 8), "byte bound");
         assert!(q.push("123".into(), 8));

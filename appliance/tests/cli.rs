@@ -16,7 +16,10 @@ fn help_and_version() {
         assert!(text.contains(flag), "--help mentions {flag}");
     }
     let version = Command::new(BIN).arg("--version").output().unwrap();
-    assert_eq!(String::from_utf8(version.stdout).unwrap().trim(), concat!("keksbox ", env!("CARGO_PKG_VERSION")));
+    assert_eq!(
+        String::from_utf8(version.stdout).unwrap().trim(),
+        concat!("keksbox ", env!("CARGO_PKG_VERSION"))
+    );
 }
 
 #[test]
@@ -24,7 +27,12 @@ fn unknown_config_key_is_named_and_fails() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("bad.toml");
     std::fs::write(&path, "[limits]\nmax_conections = 5\n").unwrap();
-    let out = Command::new(BIN).arg("--config").arg(&path).arg("--no-tls").output().unwrap();
+    let out = Command::new(BIN)
+        .arg("--config")
+        .arg(&path)
+        .arg("--no-tls")
+        .output()
+        .unwrap();
     assert!(!out.status.success());
     let err = String::from_utf8(out.stderr).unwrap();
     assert!(err.contains("max_conections"), "{err}");
@@ -33,15 +41,25 @@ fn unknown_config_key_is_named_and_fails() {
 
 #[test]
 fn missing_config_file_is_a_clear_error() {
-    let out = Command::new(BIN).args(["--config", "/nonexistent/keksbox.toml", "--no-tls"]).output().unwrap();
+    let out = Command::new(BIN)
+        .args(["--config", "/nonexistent/keksbox.toml", "--no-tls"])
+        .output()
+        .unwrap();
     assert!(!out.status.success());
     let err = String::from_utf8(out.stderr).unwrap();
-    assert!(err.contains("cannot read config file /nonexistent/keksbox.toml"), "{err}");
+    assert!(
+        err.contains("cannot read config file /nonexistent/keksbox.toml"),
+        "{err}"
+    );
 }
 
 #[test]
 fn bad_bind_env_is_a_clear_error() {
-    let out = Command::new(BIN).arg("--no-tls").env("BIND", "everywhere").output().unwrap();
+    let out = Command::new(BIN)
+        .arg("--no-tls")
+        .env("BIND", "everywhere")
+        .output()
+        .unwrap();
     assert!(!out.status.success());
     assert!(String::from_utf8(out.stderr).unwrap().contains("BIND=\"everywhere\""));
 }
@@ -81,7 +99,10 @@ fn sigterm_exits_cleanly() {
         }
         assert!(started.elapsed() < Duration::from_secs(10), "no start-up line in time");
     }
-    let kill = Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap();
+    let kill = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
     assert!(kill.success());
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {

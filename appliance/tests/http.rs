@@ -15,7 +15,10 @@ struct Response {
 
 impl Response {
     fn header(&self, name: &str) -> Option<&str> {
-        self.headers.iter().find(|(n, _)| n.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str())
+        self.headers
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
     }
 }
 
@@ -24,7 +27,10 @@ async fn request(relay: &Relay, method: &str, path: &str, extra: &str) -> Respon
     let req = format!("{method} {path} HTTP/1.1\r\nHost: keksbox.local\r\nConnection: close\r\n{extra}\r\n");
     tcp.write_all(req.as_bytes()).await.unwrap();
     let mut raw = Vec::new();
-    tokio::time::timeout(WAIT, tcp.read_to_end(&mut raw)).await.unwrap().unwrap();
+    tokio::time::timeout(WAIT, tcp.read_to_end(&mut raw))
+        .await
+        .unwrap()
+        .unwrap();
     let split = raw.windows(4).position(|w| w == b"\r\n\r\n").expect("header end");
     let head = String::from_utf8(raw[..split].to_vec()).unwrap();
     let mut lines = head.split("\r\n");
@@ -32,7 +38,11 @@ async fn request(relay: &Relay, method: &str, path: &str, extra: &str) -> Respon
     let headers = lines
         .filter_map(|l| l.split_once(": ").map(|(n, v)| (n.to_owned(), v.to_owned())))
         .collect();
-    Response { status, headers, body: raw[split + 4..].to_vec() }
+    Response {
+        status,
+        headers,
+        body: raw[split + 4..].to_vec(),
+    }
 }
 
 async fn get(relay: &Relay, path: &str) -> Response {
@@ -61,9 +71,24 @@ async fn pages_and_files_with_types_and_security_headers() {
     let dir = web_dir();
     let relay = relay_with_web(&dir).await;
     for (path, status, ctype, body) in [
-        ("/", 200, "text/html; charset=utf-8", &b"<!doctype html><title>start</title>"[..]),
-        ("/room", 200, "text/html; charset=utf-8", b"<!doctype html><title>room</title>"),
-        ("/assets/app.js", 200, "text/javascript; charset=utf-8", b"console.log(1)"),
+        (
+            "/",
+            200,
+            "text/html; charset=utf-8",
+            &b"<!doctype html><title>start</title>"[..],
+        ),
+        (
+            "/room",
+            200,
+            "text/html; charset=utf-8",
+            b"<!doctype html><title>room</title>",
+        ),
+        (
+            "/assets/app.js",
+            200,
+            "text/javascript; charset=utf-8",
+            b"console.log(1)",
+        ),
         ("/assets/rnnoise.wasm", 200, "application/wasm", b"\0asm"),
         ("/version", 200, "text/plain; charset=utf-8", b"keksbox 0.1.0\n"),
         ("/config.json", 200, "application/json", br#"{"webrtc":{}}"#),
@@ -77,7 +102,10 @@ async fn pages_and_files_with_types_and_security_headers() {
         assert_eq!(r.header("content-type"), Some(ctype), "{path}");
         assert_eq!(r.body, body, "{path}");
         let csp = r.header("content-security-policy").expect("CSP everywhere");
-        assert!(csp.contains("script-src 'self'") && !csp.contains("unsafe-inline"), "{csp}");
+        assert!(
+            csp.contains("script-src 'self'") && !csp.contains("unsafe-inline"),
+            "{csp}"
+        );
         assert_eq!(r.header("x-content-type-options"), Some("nosniff"));
         assert_eq!(r.header("referrer-policy"), Some("no-referrer"));
     }
@@ -133,4 +161,3 @@ async fn signaling_without_upgrade_is_a_bad_request() {
     let relay = Relay::default().await;
     assert_eq!(get(&relay, "/signaling").await.status, 400);
 }
-

@@ -9,10 +9,10 @@ use common::*;
 use keksbox::config::Config;
 use serde_json::json;
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
-use tokio_tungstenite::tungstenite::protocol::frame::coding::{Data, OpCode};
-use tokio_tungstenite::tungstenite::protocol::frame::Frame;
-use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
+use tokio_tungstenite::tungstenite::protocol::frame::Frame;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::{Data, OpCode};
 
 /// A room of two well-behaved clients and one that is about to misbehave.
 async fn room(relay: &Relay) -> (Client, Client, Client) {
@@ -108,7 +108,12 @@ async fn non_reading_client_is_evicted_and_others_keep_receiving() {
     let socket = tokio::net::TcpSocket::new_v4().unwrap();
     socket.set_recv_buffer_size(4096).unwrap();
     let stream = socket.connect(relay.addr).await.unwrap();
-    let (ws, _) = tokio_tungstenite::client_async(format!("ws://{}/signaling", relay.addr), tokio_tungstenite::MaybeTlsStream::Plain(stream)).await.unwrap();
+    let (ws, _) = tokio_tungstenite::client_async(
+        format!("ws://{}/signaling", relay.addr),
+        tokio_tungstenite::MaybeTlsStream::Plain(stream),
+    )
+    .await
+    .unwrap();
     let mut slow = Client::from_ws(ws).await;
     for c in [&mut sender, &mut reader, &mut slow] {
         c.join(&hash('5')).await;
@@ -142,7 +147,11 @@ async fn non_reading_client_is_evicted_and_others_keep_receiving() {
     if !left {
         assert_eq!(reader.recv().await, leave_packet(slow.id));
     }
-    assert!(started.elapsed() < Duration::from_secs(8), "evicted within seconds: {:?}", started.elapsed());
+    assert!(
+        started.elapsed() < Duration::from_secs(8),
+        "evicted within seconds: {:?}",
+        started.elapsed()
+    );
     assert!(received > 0);
     assert_eq!(sender.recv().await, leave_packet(slow.id));
     // And the room goes on.
@@ -187,9 +196,14 @@ async fn stalled_handshake_is_dropped() {
     tcp.write_all(b"GET /signaling HTTP/1.1\r\nHost: x\r\n").await.unwrap();
     let started = Instant::now();
     let mut buf = Vec::new();
-    let read = tokio::time::timeout(WAIT, tcp.read_to_end(&mut buf)).await.expect("closed in time");
+    let read = tokio::time::timeout(WAIT, tcp.read_to_end(&mut buf))
+        .await
+        .expect("closed in time");
     assert!(read.is_ok() || buf.is_empty());
-    assert!(started.elapsed() >= Duration::from_millis(900), "not before the timeout");
+    assert!(
+        started.elapsed() >= Duration::from_millis(900),
+        "not before the timeout"
+    );
     assert!(started.elapsed() < Duration::from_secs(5));
 }
 
@@ -200,7 +214,9 @@ async fn connection_limit_refuses_extra_clients() {
     let relay = Relay::start(config).await;
     let a = relay.client().await;
     let _b = relay.client().await;
-    let err = tokio_tungstenite::connect_async(format!("ws://{}/signaling", relay.addr)).await.expect_err("refused");
+    let err = tokio_tungstenite::connect_async(format!("ws://{}/signaling", relay.addr))
+        .await
+        .expect_err("refused");
     assert!(err.to_string().contains("503"), "{err}");
     drop(a);
     // The permit comes back once the connection is gone.

@@ -114,7 +114,9 @@ async fn too_many_watches_close_that_client_only() {
     let relay = Relay::start(config).await;
     let mut ok = relay.client().await;
     let mut greedy = relay.client().await;
-    greedy.send(json!({"watch_rooms": [hash('1'), hash('2'), hash('3')]})).await;
+    greedy
+        .send(json!({"watch_rooms": [hash('1'), hash('2'), hash('3')]}))
+        .await;
     let frame = greedy.closed().await.expect("a close frame");
     assert_eq!(u16::from(frame.code), 1008);
     assert!(frame.reason.contains("watches 3 rooms"), "{}", frame.reason);
@@ -122,7 +124,10 @@ async fn too_many_watches_close_that_client_only() {
     ok.send(json!({"ping": null})).await;
     ok.join(&hash('1')).await;
     assert_eq!(ok.recv().await, join_packet(ok.id));
-    assert_eq!(ok.recv().await, json!({"room_info": {"hash": hash('1'), "user_count": 1}}));
+    assert_eq!(
+        ok.recv().await,
+        json!({"room_info": {"hash": hash('1'), "user_count": 1}})
+    );
 }
 
 #[tokio::test]

@@ -99,7 +99,8 @@ async fn bench(addr: &str, pid: u32) -> anyhow::Result<()> {
     for i in 0..total {
         let (mut ws, id) = connect(addr).await?;
         let room = format!("{:064x}", i / PER_ROOM + 1);
-        ws.send(Message::Text(format!(r#"{{"join":{{"hash":"{room}"}}}}"#).into())).await?;
+        ws.send(Message::Text(format!(r#"{{"join":{{"hash":"{room}"}}}}"#).into()))
+            .await?;
         clients.push((ws, id));
     }
     // Each client sees PER_ROOM joins once its room is full.
@@ -129,9 +130,14 @@ async fn bench(addr: &str, pid: u32) -> anyhow::Result<()> {
 
     println!("keksbox relay benchmark: {total} connections in {ROOMS} rooms of {PER_ROOM}, {PAYLOAD}-byte broadcasts");
     println!("  deliveries:           {deliveries} in {:.2} s", elapsed.as_secs_f64());
-    println!("  deliveries/s:         {:.0}", deliveries as f64 / elapsed.as_secs_f64());
+    println!(
+        "  deliveries/s:         {:.0}",
+        deliveries as f64 / elapsed.as_secs_f64()
+    );
     println!("  latency p50 / p99:    {:.2} ms / {:.2} ms", pct(0.50), pct(0.99));
-    println!("  server RSS:           {rss_before} KiB before, {rss_idle} KiB with {total} idle, {rss_busy} KiB after load");
+    println!(
+        "  server RSS:           {rss_before} KiB before, {rss_idle} KiB with {total} idle, {rss_busy} KiB after load"
+    );
     println!("  RSS per idle conn:    {per_conn:.1} KiB");
     Ok(())
 }
@@ -147,7 +153,10 @@ async fn client(ws: Ws) -> anyhow::Result<Vec<u32>> {
         // Send while the room keeps up: others' messages received track our own progress.
         while sent < MESSAGES && lat.len() + WINDOW * (PER_ROOM - 1) >= sent * (PER_ROOM - 1) {
             let stamp = format!("{:020}", micros());
-            let body = format!(r#"{{"relay":{{"message":"{stamp}{}"}}}}"#, "A".repeat(PAYLOAD - stamp.len()));
+            let body = format!(
+                r#"{{"relay":{{"message":"{stamp}{}"}}}}"#,
+                "A".repeat(PAYLOAD - stamp.len())
+            );
             tx.send(Message::Text(body.into())).await?;
             sent += 1;
         }
@@ -157,7 +166,9 @@ async fn client(ws: Ws) -> anyhow::Result<Vec<u32>> {
             .context("connection closed")??;
         let Message::Text(t) = m else { continue };
         let v: serde_json::Value = serde_json::from_str(&t)?;
-        let Some(msg) = v["message"]["message"].as_str() else { continue };
+        let Some(msg) = v["message"]["message"].as_str() else {
+            continue;
+        };
         let stamp: u64 = msg.get(..20).and_then(|s| s.parse().ok()).context("bad stamp")?;
         lat.push(micros().saturating_sub(stamp).min(u32::MAX as u64) as u32);
     }

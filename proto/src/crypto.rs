@@ -124,7 +124,10 @@ impl RoomKey {
 
     /// Seals a relay message from `sender`.
     pub fn seal_message(&self, sender: ClientId, inner: &RelayMessage) -> Result<String, SealError> {
-        let json = serde_json::to_vec(&RelayMessageWrapper { sender, inner: inner.clone() })?;
+        let json = serde_json::to_vec(&RelayMessageWrapper {
+            sender,
+            inner: inner.clone(),
+        })?;
         self.seal(&json)
     }
 
@@ -134,7 +137,10 @@ impl RoomKey {
         let plain = self.open(sealed)?;
         let wrapper: RelayMessageWrapper = serde_json::from_slice(&plain)?;
         if wrapper.sender != sender {
-            return Err(OpenError::SenderMismatch { relay: sender, claimed: wrapper.sender });
+            return Err(OpenError::SenderMismatch {
+                relay: sender,
+                claimed: wrapper.sender,
+            });
         }
         Ok(wrapper.inner)
     }
@@ -213,9 +219,15 @@ mod tests {
         assert!(matches!(k.open("!!not base64"), Err(OpenError::Base64)));
         assert!(matches!(k.open("AAAA"), Err(OpenError::TooShort(3))));
         assert!(matches!(k.open(&tampered), Err(OpenError::Decrypt)));
-        assert!(matches!(RoomKey::from_bytes([8; 32]).open(&good), Err(OpenError::Decrypt)));
+        assert!(matches!(
+            RoomKey::from_bytes([8; 32]).open(&good),
+            Err(OpenError::Decrypt)
+        ));
         let not_json = k.seal(b"{nope").expect("seals");
-        assert!(matches!(k.open_message(ClientId(1), &not_json), Err(OpenError::Json(_))));
+        assert!(matches!(
+            k.open_message(ClientId(1), &not_json),
+            Err(OpenError::Json(_))
+        ));
     }
 
     #[test]
@@ -226,7 +238,10 @@ mod tests {
         assert_eq!(k.open_message(ClientId(5), &sealed).expect("opens"), msg);
         assert!(matches!(
             k.open_message(ClientId(6), &sealed),
-            Err(OpenError::SenderMismatch { relay: ClientId(6), claimed: ClientId(5) })
+            Err(OpenError::SenderMismatch {
+                relay: ClientId(6),
+                claimed: ClientId(5)
+            })
         ));
     }
 }

@@ -153,20 +153,18 @@ const CLIENTBOUND_KINDS: &[&str] = &["init", "client_join", "client_leave", "mes
 
 impl<'de> Deserialize<'de> for ClientboundPacket {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        Ok(match lenient::<KnownClientbound, D::Error>(Map::deserialize(d)?, CLIENTBOUND_KINDS)? {
-            Lenient::Unknown(kind) => ClientboundPacket::Unknown { kind },
-            Lenient::Known(k) => match k {
-                KnownClientbound::Init { your_id, version } => ClientboundPacket::Init { your_id, version },
-                KnownClientbound::ClientJoin { id } => ClientboundPacket::ClientJoin { id },
-                KnownClientbound::ClientLeave { id } => ClientboundPacket::ClientLeave { id },
-                KnownClientbound::Message { sender, message } => {
-                    ClientboundPacket::Message { sender, message }
-                }
-                KnownClientbound::RoomInfo { hash, user_count } => {
-                    ClientboundPacket::RoomInfo { hash, user_count }
-                }
+        Ok(
+            match lenient::<KnownClientbound, D::Error>(Map::deserialize(d)?, CLIENTBOUND_KINDS)? {
+                Lenient::Unknown(kind) => ClientboundPacket::Unknown { kind },
+                Lenient::Known(k) => match k {
+                    KnownClientbound::Init { your_id, version } => ClientboundPacket::Init { your_id, version },
+                    KnownClientbound::ClientJoin { id } => ClientboundPacket::ClientJoin { id },
+                    KnownClientbound::ClientLeave { id } => ClientboundPacket::ClientLeave { id },
+                    KnownClientbound::Message { sender, message } => ClientboundPacket::Message { sender, message },
+                    KnownClientbound::RoomInfo { hash, user_count } => ClientboundPacket::RoomInfo { hash, user_count },
+                },
             },
-        })
+        )
     }
 }
 
@@ -334,12 +332,12 @@ enum Lenient<T> {
 
 /// Parses a one-key object as `T` when the key is one of `known`, and reports the key
 /// otherwise. Malformed content under a known key is an error; an unknown key is not.
-fn lenient<T: DeserializeOwned, E: serde::de::Error>(
-    map: Map<String, Value>,
-    known: &[&str],
-) -> Result<Lenient<T>, E> {
+fn lenient<T: DeserializeOwned, E: serde::de::Error>(map: Map<String, Value>, known: &[&str]) -> Result<Lenient<T>, E> {
     if map.len() != 1 {
-        return Err(E::custom(format_args!("expected an object with exactly one key, got {}", map.len())));
+        return Err(E::custom(format_args!(
+            "expected an object with exactly one key, got {}",
+            map.len()
+        )));
     }
     let Some(kind) = map.keys().next() else {
         return Err(E::custom("expected an object with exactly one key"));
@@ -370,11 +368,17 @@ mod tests {
                 &format!(r#"{{"join":{{"hash":"{}"}}}}"#, "a".repeat(64)),
             ),
             (
-                ServerboundPacket::Relay { recipient: None, message: "x".into() },
+                ServerboundPacket::Relay {
+                    recipient: None,
+                    message: "x".into(),
+                },
                 r#"{"relay":{"message":"x"}}"#,
             ),
             (
-                ServerboundPacket::Relay { recipient: Some(ClientId(3)), message: "x".into() },
+                ServerboundPacket::Relay {
+                    recipient: Some(ClientId(3)),
+                    message: "x".into(),
+                },
                 r#"{"relay":{"recipient":3,"message":"x"}}"#,
             ),
             (ServerboundPacket::WatchRooms(vec![]), r#"{"watch_rooms":[]}"#),
@@ -389,7 +393,13 @@ mod tests {
     fn null_recipient_means_broadcast() {
         let p: ServerboundPacket =
             serde_json::from_str(r#"{"relay":{"recipient":null,"message":"m"}}"#).expect("parses");
-        assert_eq!(p, ServerboundPacket::Relay { recipient: None, message: "m".into() });
+        assert_eq!(
+            p,
+            ServerboundPacket::Relay {
+                recipient: None,
+                message: "m".into()
+            }
+        );
     }
 
     #[test]
@@ -406,14 +416,22 @@ mod tests {
             r#"{"relay":{"recipient":-1,"message":"x"}}"#,
             r#"{"watch_rooms":"x"}"#,
         ] {
-            assert!(serde_json::from_str::<ServerboundPacket>(bad).is_err(), "{bad} should not parse");
+            assert!(
+                serde_json::from_str::<ServerboundPacket>(bad).is_err(),
+                "{bad} should not parse"
+            );
         }
     }
 
     #[test]
     fn unknown_clientbound_kind_is_tolerated() {
         let p: ClientboundPacket = serde_json::from_str(r#"{"server_hug":{"strength":3}}"#).expect("parses");
-        assert_eq!(p, ClientboundPacket::Unknown { kind: "server_hug".into() });
+        assert_eq!(
+            p,
+            ClientboundPacket::Unknown {
+                kind: "server_hug".into()
+            }
+        );
         assert!(serde_json::from_str::<ClientboundPacket>(r#"{"init":{"your_id":"x"}}"#).is_err());
     }
 
@@ -421,18 +439,19 @@ mod tests {
     fn unknown_relay_kinds_and_fields_are_tolerated() {
         let m: RelayMessage = serde_json::from_str(r#"{"poke":{"times":2}}"#).expect("parses");
         assert_eq!(m, RelayMessage::Unknown { kind: "poke".into() });
-        let m: RelayMessage =
-            serde_json::from_str(r#"{"identify":{"username":"a","avatar":"x"}}"#).expect("parses");
+        let m: RelayMessage = serde_json::from_str(r#"{"identify":{"username":"a","avatar":"x"}}"#).expect("parses");
         assert_eq!(m, RelayMessage::Identify { username: "a".into() });
         let m: RelayMessage =
             serde_json::from_str(r#"{"provide":{"id":"h","kind":"hologram","label":"3d"}}"#).expect("parses");
-        let RelayMessage::Provide(p) = m else { panic!("expected provide") };
+        let RelayMessage::Provide(p) = m else {
+            panic!("expected provide")
+        };
         assert_eq!(p.kind, ResourceKind::Unknown);
-        let m: RelayMessage = serde_json::from_str(
-            r#"{"provide":{"id":"t","kind":"track","track_kind":"smell"}}"#,
-        )
-        .expect("parses");
-        let RelayMessage::Provide(p) = m else { panic!("expected provide") };
+        let m: RelayMessage =
+            serde_json::from_str(r#"{"provide":{"id":"t","kind":"track","track_kind":"smell"}}"#).expect("parses");
+        let RelayMessage::Provide(p) = m else {
+            panic!("expected provide")
+        };
         assert_eq!(p.track_kind, Some(TrackKind::Unknown));
     }
 

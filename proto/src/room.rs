@@ -92,7 +92,10 @@ impl Registry {
         self.clients.insert(id, Client::default());
         Ok(vec![Output {
             to: vec![id],
-            packet: ClientboundPacket::Init { your_id: id, version: self.version.clone() },
+            packet: ClientboundPacket::Init {
+                your_id: id,
+                version: self.version.clone(),
+            },
         }])
     }
 
@@ -149,9 +152,15 @@ impl Registry {
     fn join(&mut self, id: ClientId, hash: RoomHash, out: &mut Vec<Output>) {
         let members = self.rooms.entry(hash).or_default();
         members.push(id);
-        out.push(Output { to: members.clone(), packet: ClientboundPacket::ClientJoin { id } });
+        out.push(Output {
+            to: members.clone(),
+            packet: ClientboundPacket::ClientJoin { id },
+        });
         for &earlier in &members[..members.len() - 1] {
-            out.push(Output { to: vec![id], packet: ClientboundPacket::ClientJoin { id: earlier } });
+            out.push(Output {
+                to: vec![id],
+                packet: ClientboundPacket::ClientJoin { id: earlier },
+            });
         }
         let count = members.len();
         if let Some(client) = self.clients.get_mut(&id) {
@@ -172,7 +181,10 @@ impl Registry {
         if count == 0 {
             self.rooms.remove(&hash);
         } else {
-            out.push(Output { to: members.clone(), packet: ClientboundPacket::ClientLeave { id } });
+            out.push(Output {
+                to: members.clone(),
+                packet: ClientboundPacket::ClientLeave { id },
+            });
         }
         self.room_info(hash, count, out);
     }
@@ -188,7 +200,10 @@ impl Registry {
             None => members.iter().copied().filter(|&m| m != id).collect(),
         };
         if !to.is_empty() {
-            out.push(Output { to, packet: ClientboundPacket::Message { sender: id, message } });
+            out.push(Output {
+                to,
+                packet: ClientboundPacket::Message { sender: id, message },
+            });
         }
     }
 
@@ -211,7 +226,10 @@ impl Registry {
             if let Some(members) = self.rooms.get(&hash) {
                 out.push(Output {
                     to: vec![id],
-                    packet: ClientboundPacket::RoomInfo { hash, user_count: members.len() },
+                    packet: ClientboundPacket::RoomInfo {
+                        hash,
+                        user_count: members.len(),
+                    },
                 });
             }
         }
@@ -233,7 +251,10 @@ impl Registry {
         if let Some(watchers) = self.watchers.get(&hash) {
             let mut to: Vec<ClientId> = watchers.iter().copied().collect();
             to.sort_unstable();
-            out.push(Output { to, packet: ClientboundPacket::RoomInfo { hash, user_count } });
+            out.push(Output {
+                to,
+                packet: ClientboundPacket::RoomInfo { hash, user_count },
+            });
         }
     }
 }
@@ -266,7 +287,10 @@ mod tests {
     }
 
     fn join(r: &mut Registry, id: u64, room: char) -> Vec<(u64, C)> {
-        flat(r.handle(ClientId(id), S::Join { hash: Some(h(room)) }).expect("connected"))
+        flat(
+            r.handle(ClientId(id), S::Join { hash: Some(h(room)) })
+                .expect("connected"),
+        )
     }
 
     fn cj(id: u64) -> C {
@@ -281,9 +305,21 @@ mod tests {
     fn connect_sends_init_and_rejects_duplicates() {
         let mut r = reg();
         let out = r.connect(ClientId(9)).expect("fresh");
-        assert_eq!(flat(out), vec![(9, C::Init { your_id: ClientId(9), version: "test".into() })]);
+        assert_eq!(
+            flat(out),
+            vec![(
+                9,
+                C::Init {
+                    your_id: ClientId(9),
+                    version: "test".into()
+                }
+            )]
+        );
         assert_eq!(r.connect(ClientId(9)), Err(RegistryError::DuplicateId(ClientId(9))));
-        assert_eq!(r.handle(ClientId(1), S::Ping(())), Err(RegistryError::UnknownClient(ClientId(1))));
+        assert_eq!(
+            r.handle(ClientId(1), S::Ping(())),
+            Err(RegistryError::UnknownClient(ClientId(1)))
+        );
     }
 
     #[test]
@@ -305,7 +341,10 @@ mod tests {
         join(&mut r, 1, 'a');
         join(&mut r, 2, 'a');
         join(&mut r, 3, 'b');
-        assert_eq!(join(&mut r, 2, 'b'), vec![(1, cl(2)), (3, cj(2)), (2, cj(2)), (2, cj(3))]);
+        assert_eq!(
+            join(&mut r, 2, 'b'),
+            vec![(1, cl(2)), (3, cj(2)), (2, cj(2)), (2, cj(3))]
+        );
         assert_eq!(r.members(&h('a')), &[ClientId(1)]);
         let out = flat(r.handle(ClientId(1), S::Join { hash: None }).expect("connected"));
         assert_eq!(out, vec![]);
@@ -332,11 +371,20 @@ mod tests {
         join(&mut r, 2, 'a');
         join(&mut r, 3, 'a');
         join(&mut r, 4, 'b');
-        let msg = |sender| C::Message { sender: ClientId(sender), message: "m".into() };
+        let msg = |sender| C::Message {
+            sender: ClientId(sender),
+            message: "m".into(),
+        };
         let relay = |r: &mut Registry, from, to: Option<u64>| {
             flat(
-                r.handle(ClientId(from), S::Relay { recipient: to.map(ClientId), message: "m".into() })
-                    .expect("connected"),
+                r.handle(
+                    ClientId(from),
+                    S::Relay {
+                        recipient: to.map(ClientId),
+                        message: "m".into(),
+                    },
+                )
+                .expect("connected"),
             )
         };
         assert_eq!(relay(&mut r, 1, None), vec![(2, msg(1)), (3, msg(1))]);
@@ -353,10 +401,19 @@ mod tests {
         let mut r = reg();
         connect(&mut r, &[1, 2, 3, 9]);
         join(&mut r, 1, 'a');
-        let info = |c, n| C::RoomInfo { hash: h(c), user_count: n };
-        let out = flat(r.handle(ClientId(9), S::WatchRooms(vec![h('a'), h('b'), h('a')])).expect("ok"));
+        let info = |c, n| C::RoomInfo {
+            hash: h(c),
+            user_count: n,
+        };
+        let out = flat(
+            r.handle(ClientId(9), S::WatchRooms(vec![h('a'), h('b'), h('a')]))
+                .expect("ok"),
+        );
         assert_eq!(out, vec![(9, info('a', 1))], "existing rooms only, duplicates once");
-        assert_eq!(join(&mut r, 2, 'a'), vec![(1, cj(2)), (2, cj(2)), (2, cj(1)), (9, info('a', 2))]);
+        assert_eq!(
+            join(&mut r, 2, 'a'),
+            vec![(1, cj(2)), (2, cj(2)), (2, cj(1)), (9, info('a', 2))]
+        );
         assert_eq!(join(&mut r, 3, 'b'), vec![(3, cj(3)), (9, info('b', 1))]);
         assert_eq!(flat(r.disconnect(ClientId(3))), vec![(9, info('b', 0))]);
         // Replacing the set stops the old watches.
@@ -384,6 +441,9 @@ mod tests {
         connect(&mut r, &[1, 2]);
         join(&mut r, 1, 'a');
         join(&mut r, 2, 'a');
-        assert_eq!(join(&mut r, 2, 'a'), vec![(1, cl(2)), (1, cj(2)), (2, cj(2)), (2, cj(1))]);
+        assert_eq!(
+            join(&mut r, 2, 'a'),
+            vec![(1, cl(2)), (1, cj(2)), (2, cj(2)), (2, cj(1))]
+        );
     }
 }

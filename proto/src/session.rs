@@ -26,31 +26,75 @@ use crate::packets::{
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Event {
     /// The relay accepted us; we joined the room as `id`.
-    Ready { id: ClientId },
+    Ready {
+        id: ClientId,
+    },
     /// Another member appeared.
-    Joined { id: ClientId },
+    Joined {
+        id: ClientId,
+    },
     /// A member told us its name.
-    Identified { id: ClientId, username: String },
+    Identified {
+        id: ClientId,
+        username: String,
+    },
     /// A member left; its resources are gone with it.
-    Left { id: ClientId, resources: Vec<ResourceId> },
+    Left {
+        id: ClientId,
+        resources: Vec<ResourceId>,
+    },
     /// A member offers a resource.
-    Provided { from: ClientId, info: ProvideInfo },
+    Provided {
+        from: ClientId,
+        info: ProvideInfo,
+    },
     /// A member withdrew a resource.
-    ProvideStopped { from: ClientId, id: ResourceId },
+    ProvideStopped {
+        from: ClientId,
+        id: ResourceId,
+    },
     /// A member asks us to start sending one of our resources.
-    Requested { from: ClientId, id: ResourceId },
+    Requested {
+        from: ClientId,
+        id: ResourceId,
+    },
     /// A member asks us to stop sending one of our resources.
-    RequestStopped { from: ClientId, id: ResourceId },
-    Chat { from: ClientId, message: ChatMessage },
-    Offer { from: ClientId, sdp: String },
-    Answer { from: ClientId, sdp: String },
-    IceCandidate { from: ClientId, candidate: IceCandidate },
-    Preview { from: ClientId, id: ResourceId, data: String },
+    RequestStopped {
+        from: ClientId,
+        id: ResourceId,
+    },
+    Chat {
+        from: ClientId,
+        message: ChatMessage,
+    },
+    Offer {
+        from: ClientId,
+        sdp: String,
+    },
+    Answer {
+        from: ClientId,
+        sdp: String,
+    },
+    IceCandidate {
+        from: ClientId,
+        candidate: IceCandidate,
+    },
+    Preview {
+        from: ClientId,
+        id: ResourceId,
+        data: String,
+    },
     /// Live member counts of a watched room.
-    RoomInfo { hash: RoomHash, user_count: usize },
+    RoomInfo {
+        hash: RoomHash,
+        user_count: usize,
+    },
     /// A message that was dropped, and why (bad ciphertext, forged sender, unknown kind,
     /// a request for a resource we do not have).
-    Ignored { from: Option<ClientId>, reason: String },
+    Ignored {
+        from: Option<ClientId>,
+        reason: String,
+    },
 }
 
 /// One step's results, in order.
@@ -161,7 +205,10 @@ impl Session {
             ClientboundPacket::Message { sender, message } => {
                 let event = match self.key.open_message(sender, &message) {
                     Ok(inner) => self.on_message(sender, inner),
-                    Err(e) => Event::Ignored { from: Some(sender), reason: e.to_string() },
+                    Err(e) => Event::Ignored {
+                        from: Some(sender),
+                        reason: e.to_string(),
+                    },
                 };
                 out.push(Output::Event(event));
             }
@@ -169,26 +216,37 @@ impl Session {
                 out.push(Output::Event(Event::RoomInfo { hash, user_count }));
             }
             ClientboundPacket::Unknown { kind } => {
-                out.push(Output::Event(Event::Ignored { from: None, reason: format!("unknown packet {kind:?}") }));
+                out.push(Output::Event(Event::Ignored {
+                    from: None,
+                    reason: format!("unknown packet {kind:?}"),
+                }));
             }
         }
         out
     }
 
     fn greet(&self, to: ClientId, out: &mut Vec<Output>) {
-        let identify = RelayMessage::Identify { username: self.username.clone() };
+        let identify = RelayMessage::Identify {
+            username: self.username.clone(),
+        };
         let provides = self.local.values().cloned().map(RelayMessage::Provide);
         for message in std::iter::once(identify).chain(provides) {
             match self.seal(Some(to), &message) {
                 Ok(p) => out.push(Output::Send(p)),
-                Err(e) => out.push(Output::Event(Event::Ignored { from: None, reason: format!("cannot greet {to}: {e}") })),
+                Err(e) => out.push(Output::Event(Event::Ignored {
+                    from: None,
+                    reason: format!("cannot greet {to}: {e}"),
+                })),
             }
         }
     }
 
     fn on_message(&mut self, from: ClientId, message: RelayMessage) -> Event {
         let Some(member) = self.members.get_mut(&from) else {
-            return Event::Ignored { from: Some(from), reason: "message from a non-member".into() };
+            return Event::Ignored {
+                from: Some(from),
+                reason: "message from a non-member".into(),
+            };
         };
         match message {
             RelayMessage::Identify { username } => {
@@ -205,15 +263,19 @@ impl Session {
             }
             RelayMessage::Request { id } if self.local.contains_key(&id) => Event::Requested { from, id },
             RelayMessage::RequestStop { id } if self.local.contains_key(&id) => Event::RequestStopped { from, id },
-            RelayMessage::Request { id } | RelayMessage::RequestStop { id } => {
-                Event::Ignored { from: Some(from), reason: format!("request for unknown resource {id}") }
-            }
+            RelayMessage::Request { id } | RelayMessage::RequestStop { id } => Event::Ignored {
+                from: Some(from),
+                reason: format!("request for unknown resource {id}"),
+            },
             RelayMessage::Chat(message) => Event::Chat { from, message },
             RelayMessage::Offer(sdp) => Event::Offer { from, sdp },
             RelayMessage::Answer(sdp) => Event::Answer { from, sdp },
             RelayMessage::IceCandidate(candidate) => Event::IceCandidate { from, candidate },
             RelayMessage::Preview { id, data } => Event::Preview { from, id, data },
-            RelayMessage::Unknown { kind } => Event::Ignored { from: Some(from), reason: format!("unknown message {kind:?}") },
+            RelayMessage::Unknown { kind } => Event::Ignored {
+                from: Some(from),
+                reason: format!("unknown message {kind:?}"),
+            },
         }
     }
 
@@ -244,7 +306,10 @@ impl Session {
     fn seal(&self, recipient: Option<ClientId>, message: &RelayMessage) -> Result<ServerboundPacket, SessionError> {
         let me = self.me.ok_or(SessionError::NotReady)?;
         let sealed = self.key.seal_message(me, message)?;
-        Ok(ServerboundPacket::Relay { recipient, message: sealed })
+        Ok(ServerboundPacket::Relay {
+            recipient,
+            message: sealed,
+        })
     }
 }
 
@@ -263,7 +328,10 @@ mod tests {
     impl Net {
         fn new(secret_names: &[(&str, &str)]) -> Net {
             let key = RoomKey::from_bytes([9; 32]);
-            let mut net = Net { relay: Registry::new("test", Limits::default()), peers: Vec::new() };
+            let mut net = Net {
+                relay: Registry::new("test", Limits::default()),
+                peers: Vec::new(),
+            };
             for (i, (secret, name)) in secret_names.iter().enumerate() {
                 let hash = RoomHash([secret.len() as u8; 32]);
                 let s = Session::with_key(key.clone(), hash, *name);
@@ -279,7 +347,9 @@ mod tests {
             let mut queue: std::collections::VecDeque<_> = outputs.into();
             while let Some(o) = queue.pop_front() {
                 for to in o.to {
-                    let Some(i) = self.peers.iter().position(|p| p.0 == to) else { continue };
+                    let Some(i) = self.peers.iter().position(|p| p.0 == to) else {
+                        continue;
+                    };
                     let results = self.peers[i].1.handle(o.packet.clone());
                     for r in results {
                         match r {
@@ -321,29 +391,64 @@ mod tests {
 
         // Bob joins later: alice greets him with her name and her camera.
         let key = RoomKey::from_bytes([9; 32]);
-        net.peers.push((ClientId(11), Session::with_key(key, RoomHash([4; 32]), "bob"), Vec::new()));
+        net.peers.push((
+            ClientId(11),
+            Session::with_key(key, RoomHash([4; 32]), "bob"),
+            Vec::new(),
+        ));
         let out = net.relay.connect(ClientId(11)).expect("fresh");
         net.deliver(out);
         let bob = net.events(1);
         assert_eq!(bob[0], Event::Ready { id: ClientId(11) });
-        assert!(bob.contains(&Event::Identified { id: ClientId(10), username: "alice".into() }));
-        assert!(bob.contains(&Event::Provided { from: ClientId(10), info: camera("cam1") }));
-        assert!(net.events(0).contains(&Event::Identified { id: ClientId(11), username: "bob".into() }));
+        assert!(bob.contains(&Event::Identified {
+            id: ClientId(10),
+            username: "alice".into()
+        }));
+        assert!(bob.contains(&Event::Provided {
+            from: ClientId(10),
+            info: camera("cam1")
+        }));
+        assert!(net.events(0).contains(&Event::Identified {
+            id: ClientId(11),
+            username: "bob".into()
+        }));
 
         // Bob requests the camera; alice is told, and only alice.
-        let req = net.peers[1].1.send(Some(ClientId(10)), &RelayMessage::Request { id: ResourceId("cam1".into()) });
+        let req = net.peers[1].1.send(
+            Some(ClientId(10)),
+            &RelayMessage::Request {
+                id: ResourceId("cam1".into()),
+            },
+        );
         net.send(1, req.expect("ready"));
-        assert_eq!(net.events(0), vec![Event::Requested { from: ClientId(11), id: ResourceId("cam1".into()) }]);
+        assert_eq!(
+            net.events(0),
+            vec![Event::Requested {
+                from: ClientId(11),
+                id: ResourceId("cam1".into())
+            }]
+        );
 
         // Chat both ways; a leave takes the resources along.
-        let chat = net.peers[0].1.send(None, &RelayMessage::Chat(ChatMessage::Text("hi".into())));
+        let chat = net.peers[0]
+            .1
+            .send(None, &RelayMessage::Chat(ChatMessage::Text("hi".into())));
         net.send(0, chat.expect("ready"));
-        assert_eq!(net.events(1), vec![Event::Chat { from: ClientId(10), message: ChatMessage::Text("hi".into()) }]);
+        assert_eq!(
+            net.events(1),
+            vec![Event::Chat {
+                from: ClientId(10),
+                message: ChatMessage::Text("hi".into())
+            }]
+        );
         let out = net.relay.disconnect(ClientId(10));
         net.deliver(out);
         assert_eq!(
             net.events(1),
-            vec![Event::Left { id: ClientId(10), resources: vec![ResourceId("cam1".into())] }]
+            vec![Event::Left {
+                id: ClientId(10),
+                resources: vec![ResourceId("cam1".into())]
+            }]
         );
         assert!(net.peers[1].1.members().is_empty());
     }
@@ -355,29 +460,69 @@ mod tests {
         net.events(1);
         net.peers[0].1.provide(camera("x")).expect("ready");
         net.peers[0].1.provide_stop(&ResourceId("x".into())).expect("exists");
-        assert!(matches!(net.peers[0].1.provide(camera("x")), Err(SessionError::ReusedId(_))));
-        assert!(matches!(net.peers[0].1.provide_stop(&ResourceId("x".into())), Err(SessionError::NoSuchResource(_))));
-        let req = net.peers[1].1.send(Some(ClientId(10)), &RelayMessage::Request { id: ResourceId("x".into()) });
+        assert!(matches!(
+            net.peers[0].1.provide(camera("x")),
+            Err(SessionError::ReusedId(_))
+        ));
+        assert!(matches!(
+            net.peers[0].1.provide_stop(&ResourceId("x".into())),
+            Err(SessionError::NoSuchResource(_))
+        ));
+        let req = net.peers[1].1.send(
+            Some(ClientId(10)),
+            &RelayMessage::Request {
+                id: ResourceId("x".into()),
+            },
+        );
         net.send(1, req.expect("ready"));
-        assert!(matches!(&net.events(0)[..], [Event::Ignored { from: Some(ClientId(11)), .. }]));
+        assert!(matches!(
+            &net.events(0)[..],
+            [Event::Ignored {
+                from: Some(ClientId(11)),
+                ..
+            }]
+        ));
     }
 
     #[test]
     fn forged_undecryptable_and_unknown_messages_are_ignored() {
         let key = RoomKey::from_bytes([9; 32]);
         let mut s = Session::with_key(key.clone(), RoomHash([1; 32]), "me");
-        s.handle(ClientboundPacket::Init { your_id: ClientId(1), version: "v".into() });
+        s.handle(ClientboundPacket::Init {
+            your_id: ClientId(1),
+            version: "v".into(),
+        });
         s.handle(ClientboundPacket::ClientJoin { id: ClientId(2) });
         let cases = [
             // Sealed as 3 but stamped by the relay as 2.
-            key.seal_message(ClientId(3), &RelayMessage::Identify { username: "evil".into() }).expect("seals"),
-            RoomKey::from_bytes([8; 32]).seal_message(ClientId(2), &RelayMessage::Offer("x".into())).expect("seals"),
+            key.seal_message(
+                ClientId(3),
+                &RelayMessage::Identify {
+                    username: "evil".into(),
+                },
+            )
+            .expect("seals"),
+            RoomKey::from_bytes([8; 32])
+                .seal_message(ClientId(2), &RelayMessage::Offer("x".into()))
+                .expect("seals"),
             "bm90IGEgY2lwaGVydGV4dA==".to_owned(),
             key.seal(br#"{"sender":2,"inner":{"teleport":{}}}"#).expect("seals"),
         ];
         for message in cases {
-            let out = s.handle(ClientboundPacket::Message { sender: ClientId(2), message });
-            assert!(matches!(&out[..], [Output::Event(Event::Ignored { from: Some(ClientId(2)), .. })]), "{out:?}");
+            let out = s.handle(ClientboundPacket::Message {
+                sender: ClientId(2),
+                message,
+            });
+            assert!(
+                matches!(
+                    &out[..],
+                    [Output::Event(Event::Ignored {
+                        from: Some(ClientId(2)),
+                        ..
+                    })]
+                ),
+                "{out:?}"
+            );
         }
         assert_eq!(s.members()[&ClientId(2)], Member::default(), "nothing changed");
         let out = s.handle(ClientboundPacket::Unknown { kind: "new".into() });
@@ -389,8 +534,14 @@ mod tests {
         let mut a = Session::with_key(RoomKey::from_bytes([1; 32]), RoomHash([1; 32]), "a");
         let mut b = Session::with_key(RoomKey::from_bytes([1; 32]), RoomHash([1; 32]), "b");
         assert!(!a.is_polite_towards(ClientId(5)), "not before init");
-        a.handle(ClientboundPacket::Init { your_id: ClientId(4), version: "v".into() });
-        b.handle(ClientboundPacket::Init { your_id: ClientId(5), version: "v".into() });
+        a.handle(ClientboundPacket::Init {
+            your_id: ClientId(4),
+            version: "v".into(),
+        });
+        b.handle(ClientboundPacket::Init {
+            your_id: ClientId(5),
+            version: "v".into(),
+        });
         assert_ne!(a.is_polite_towards(ClientId(5)), b.is_polite_towards(ClientId(4)));
     }
 
@@ -399,7 +550,10 @@ mod tests {
         let mut s = Session::with_key(RoomKey::from_bytes([1; 32]), RoomHash([1; 32]), "a");
         assert!(matches!(s.provide(camera("c")), Err(SessionError::NotReady)));
         // A provide that failed did not use up its id.
-        s.handle(ClientboundPacket::Init { your_id: ClientId(1), version: "v".into() });
+        s.handle(ClientboundPacket::Init {
+            your_id: ClientId(1),
+            version: "v".into(),
+        });
         assert!(s.provide(camera("c")).is_ok());
     }
 }

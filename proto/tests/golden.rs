@@ -54,7 +54,11 @@ fn relay_fixtures_round_trip() {
             serde_json::to_string(&w)
         } else {
             let m: RelayMessage = serde_json::from_str(text).expect("message parses");
-            assert!(!matches!(m, RelayMessage::Unknown { .. }), "{} parsed as unknown", path.display());
+            assert!(
+                !matches!(m, RelayMessage::Unknown { .. }),
+                "{} parsed as unknown",
+                path.display()
+            );
             serde_json::to_string(&m)
         };
         assert_eq!(back.expect("serialises"), text, "{}", path.display());

@@ -30,7 +30,11 @@ impl Relay {
         let task = tokio::spawn(keksbox::run(config, listener, async {
             let _ = stopped.await;
         }));
-        Relay { addr, stop: Some(stop), task: Some(task) }
+        Relay {
+            addr,
+            stop: Some(stop),
+            task: Some(task),
+        }
     }
 
     pub async fn default() -> Relay {
@@ -48,7 +52,11 @@ impl Relay {
     /// Stops the relay and waits for `run` to return.
     pub async fn shutdown(mut self) {
         let _ = self.stop.take().unwrap().send(());
-        tokio::time::timeout(WAIT, self.task.take().unwrap()).await.unwrap().unwrap().unwrap();
+        tokio::time::timeout(WAIT, self.task.take().unwrap())
+            .await
+            .unwrap()
+            .unwrap()
+            .unwrap();
     }
 }
 
@@ -61,7 +69,9 @@ pub struct Client {
 
 impl Client {
     pub async fn connect(addr: SocketAddr) -> Client {
-        let (ws, _) = tokio_tungstenite::connect_async(format!("ws://{addr}/signaling")).await.unwrap();
+        let (ws, _) = tokio_tungstenite::connect_async(format!("ws://{addr}/signaling"))
+            .await
+            .unwrap();
         Client::from_ws(ws).await
     }
 
@@ -84,7 +94,9 @@ impl Client {
     /// The next text packet as JSON (panics after WAIT).
     pub async fn recv(&mut self) -> Value {
         loop {
-            let m = tokio::time::timeout(WAIT, self.ws.next()).await.expect("a packet in time");
+            let m = tokio::time::timeout(WAIT, self.ws.next())
+                .await
+                .expect("a packet in time");
             match m.expect("connection open").expect("no error") {
                 Message::Text(t) => return serde_json::from_str(&t).expect("JSON"),
                 Message::Ping(_) | Message::Pong(_) => continue,
@@ -103,7 +115,10 @@ impl Client {
     /// Reads until the server closes; returns its close frame.
     pub async fn closed(&mut self) -> Option<CloseFrame> {
         loop {
-            match tokio::time::timeout(WAIT, self.ws.next()).await.expect("closed in time") {
+            match tokio::time::timeout(WAIT, self.ws.next())
+                .await
+                .expect("closed in time")
+            {
                 Some(Ok(Message::Close(frame))) => return frame,
                 Some(Ok(_)) => continue,
                 Some(Err(_)) | None => return None,

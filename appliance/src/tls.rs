@@ -237,14 +237,19 @@ impl CertNames {
         names.insert(normalize(mdns_host)?);
         names.insert("localhost".to_owned());
         if let Some(host) = system_host {
+            // avahi and systemd-resolved announce the first label of the host name under
+            // .local; a fully qualified host name is covered as it is, too.
             let host = host.trim().trim_end_matches('.').to_ascii_lowercase();
-            let local = if host.contains('.') { host } else { format!("{host}.local") };
-            match normalize(&local) {
-                Ok(name) if host_is_useful(&name) => {
-                    names.insert(name);
+            let short = host.split('.').next().unwrap_or_default();
+            let candidates = [Some(format!("{short}.local")), host.contains('.').then_some(host.clone())];
+            for candidate in candidates.into_iter().flatten() {
+                match normalize(&candidate) {
+                    Ok(name) if host_is_useful(&name) => {
+                        names.insert(name);
+                    }
+                    Ok(_) => {}
+                    Err(e) => log::debug!("system host name left out of the certificate: {e}"),
                 }
-                Ok(_) => {}
-                Err(e) => log::debug!("system host name left out of the certificate: {e}"),
             }
         }
         names.extend(ips.iter().map(|ip| ip.to_string()));
@@ -799,6 +804,12 @@ mod tests {
             all,
             ["10.77.0.1", "127.0.0.1", "keksbox.local", "localhost", "pi4.local", "room2.lan"]
         );
+    }
+
+    #[test]
+    fn a_qualified_system_host_name_is_covered_with_and_without_its_domain() {
+        let names = CertNames::required("keksbox.local", Some("pi4.example.org"), &[], &[]).unwrap();
+        assert!(names.contains("pi4.local") && names.contains("pi4.example.org"), "{names:?}");
     }
 
     #[test]

@@ -165,3 +165,56 @@ fn client_hello() -> Vec<u8> {
     record.extend(handshake);
     record
 }
+
+#[test]
+fn under_systemd_logs_go_to_the_journal_with_structured_fields() {
+    use std::os::unix::fs::MetadataExt;
+    // A private /run in a private mount namespace, with our socket where journald's would be:
+    // the machine's own /run is never touched.
+    let probe = Command::new("unshare").args(["-m", "true"]).status();
+    if !probe.is_ok_and(|s| s.success()) {
+        eprintln!("skipped: needs `unshare -m` (root, util-linux)");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let journal_dir = dir.path().join("journal");
+    std::fs::create_dir(&journal_dir).unwrap();
+    let journal = UnixDatagram::bind(journal_dir.join("socket")).unwrap();
+    journal.set_read_timeout(Some(Duration::from_millis(200))).unwrap();
+    // systemd sets JOURNAL_STREAM to the device and inode of the stream it gave as stderr.
+    let stderr_path = dir.path().join("stderr");
+    let stderr = std::fs::File::create(&stderr_path).unwrap();
+    let meta = stderr.metadata().unwrap();
+    let config = dir.path().join("keksbox.toml");
+    std::fs::write(&config, "[server]\nbind = \"127.0.0.1:0\"\n[tls]\nredirect = false\n").unwrap();
+    let script = r#"mount -t tmpfs tmpfs /run && mkdir -p /run/systemd/journal && mount --bind "$1" /run/systemd/journal && shift && exec "$@""#;
+    let child = Command::new("unshare")
+        .args(["-m", "--propagation", "private", "sh", "-c", script, "sh"])
+        .arg(&journal_dir)
+        .args([BIN, "--config", config.to_str().unwrap(), "--state-dir", dir.path().to_str().unwrap()])
+        .env("JOURNAL_STREAM", format!("{}:{}", meta.dev(), meta.ino()))
+        .stderr(stderr)
+        .spawn()
+        .unwrap();
+    let _running = Running(child);
+
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let mut buf = vec![0u8; 65536];
+    let mut seen = Vec::new();
+    let serving = loop {
+        assert!(Instant::now() < deadline, "no start-up line in the journal; got {seen:?}");
+        if let Ok(n) = journal.recv(&mut buf) {
+            let entry = String::from_utf8_lossy(&buf[..n]).into_owned();
+            if entry.contains("serving https://") {
+                break entry;
+            }
+            seen.push(entry);
+        }
+    };
+    // systemd-journal-logger maps info to NOTICE (5).
+    for field in ["PRIORITY=5", "SYSLOG_IDENTIFIER=keksbox", "KEKSBOX_VERSION=", "TARGET=keksbox::platform", "CODE_FILE="] {
+        assert!(serving.contains(field), "{field} missing from journal entry {serving:?}");
+    }
+    let terminal = std::fs::read_to_string(&stderr_path).unwrap();
+    assert!(!terminal.contains("serving https://"), "logged to stderr too: {terminal}");
+}

@@ -420,3 +420,35 @@ fn the_installed_config_parses_and_serves_the_lan_on_443_and_80() {
     assert_eq!(config.tls.redirect_bind, "0.0.0.0:80".parse().unwrap());
     assert!(config.tls.enabled && config.tls.redirect && config.mdns.enabled);
 }
+
+#[test]
+fn the_regenerate_cert_command_prints_the_new_fingerprint() {
+    let state = tempfile::tempdir().unwrap();
+    let run = || {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_keksbox"))
+            .args(["regenerate-cert", "--state-dir", state.path().to_str().unwrap()])
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let first = run();
+    let on_disk = Fingerprint::of(&CertificateDer::from_pem_file(generated_cert(state.path())).unwrap());
+    assert!(first.contains(&format!("SHA-256 {on_disk}")), "{first}");
+    let second = run();
+    assert!(!second.contains(&on_disk.to_string()), "the fingerprint did not change: {second}");
+}
+
+#[test]
+fn the_regenerate_cert_command_fails_clearly_on_a_bad_state_dir() {
+    let files = tempfile::tempdir().unwrap();
+    let not_a_dir = files.path().join("f");
+    std::fs::write(&not_a_dir, "").unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_keksbox"))
+        .args(["regenerate-cert", "--state-dir", not_a_dir.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("not a directory") && err.contains("--state-dir"), "{err}");
+}

@@ -25,6 +25,8 @@ export interface Member {
   username: string | null;
   resources: Map<string, RemoteResource>;
   peer: Peer;
+  /** The tail of this member's message chain: messages are handled one after another. */
+  queue: Promise<void>;
 }
 
 export interface RoomEvents {
@@ -54,7 +56,6 @@ export class Room {
   readonly local = new Map<string, LocalResource>();
   myId: ClientId | null = null;
   username = "guest";
-  private queue: Promise<void> = Promise.resolve();
   private closed = false;
 
   constructor(
@@ -88,10 +89,17 @@ export class Room {
         if (m) this.removeMember(m);
         return;
       }
-      case "message":
-        // Decrypt in arrival order: negotiation depends on it.
-        this.queue = this.queue.then(() => this.onMessage(p.sender, p.message)).catch((e) => console.warn("keksbox: message handling failed", e));
+      case "message": {
+        const m = this.members.get(p.sender);
+        if (!m) {
+          console.warn(`keksbox: ignoring message from ${p.sender}, not a member`);
+          return;
+        }
+        // Handle each member's messages in arrival order (negotiation depends on it), but never
+        // let one stuck member hold up the others, nor itself forever.
+        m.queue = m.queue.then(() => withTimeout(this.onMessage(m, p.message), HANDLER_TIMEOUT_MS)).catch((e) => console.warn("keksbox: message handling failed", e));
         return;
+      }
       default:
         return;
     }
@@ -145,7 +153,7 @@ export class Room {
   }
 
   private addMember(id: ClientId): Member {
-    const m: Member = { id, username: null, resources: new Map(), peer: null as unknown as Peer };
+    const m: Member = { id, username: null, resources: new Map(), peer: null as unknown as Peer, queue: Promise.resolve() };
     m.peer = new Peer(this, m, this.myId !== null && this.myId < id, this.opts.rtcConfig);
     this.members.set(id, m);
     this.events.join(m);
@@ -163,14 +171,9 @@ export class Room {
     this.events.leave(m);
   }
 
-  private async onMessage(sender: ClientId, sealed: string): Promise<void> {
-    const m = this.members.get(sender);
-    if (!m) {
-      console.warn(`keksbox: ignoring message from ${sender}, not a member`);
-      return;
-    }
-    const msg = await this.key.openMessage(sender, sealed);
-    if (!msg || this.closed || !this.members.has(sender)) return;
+  private async onMessage(m: Member, sealed: string): Promise<void> {
+    const msg = await this.key.openMessage(m.id, sealed);
+    if (!msg || this.closed || this.members.get(m.id) !== m) return;
     if ("chat" in msg) this.events.chat(m, msg.chat);
     else if ("identify" in msg) {
       m.username = msg.identify.username.slice(0, 200);
@@ -208,6 +211,19 @@ export class Room {
       if (r) this.events.preview(r, msg.preview.data);
     }
   }
+}
+
+const HANDLER_TIMEOUT_MS = 15_000;
+
+function withTimeout(p: Promise<void>, ms: number): Promise<void> {
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  const t = new Promise<void>((resolve) => {
+    timer = setTimeout(() => {
+      console.warn(`keksbox: a message took over ${ms} ms to handle; going on`);
+      resolve();
+    }, ms);
+  });
+  return Promise.race([p, t]).finally(() => clearTimeout(timer));
 }
 
 function provideInfo(r: LocalResource): ProvideInfo {

@@ -60,7 +60,11 @@ async function until(what, f, ms = 20_000) {
     }
     await sleep(100);
   }
-  throw new Error(`timed out waiting for ${what} (last: ${last})`);
+  const seen = [];
+  for (const u of Object.values(users)) {
+    if (!u.page.isClosed()) seen.push(`${u.name}#${u.id} sees ${JSON.stringify(await memberNames(u.page).catch(() => "?"))} ${await u.page.evaluate(() => JSON.stringify([...window.keksbox.room.members.values()].map((m) => [m.id, m.username, m.peer.pc.connectionState, m.peer.pc.signalingState, [...m.resources.values()].map((r) => `${r.info.label}:${r.state}`).join(",")]))).catch(() => "")}`);
+  }
+  throw new Error(`timed out waiting for ${what} (last: ${last}); ${seen.join("; ")}`);
 }
 
 async function newContext(init = {}, opts = {}) {

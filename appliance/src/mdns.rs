@@ -95,7 +95,9 @@ pub struct Announcer {
 
 impl fmt::Debug for Announcer {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Announcer").field("registered", &self.registered).finish_non_exhaustive()
+        f.debug_struct("Announcer")
+            .field("registered", &self.registered)
+            .finish_non_exhaustive()
     }
 }
 
@@ -119,7 +121,11 @@ impl Announcer {
 
         let port = advert.listen.port();
         let fqdn = format!("{host}.");
-        let web_type = if advert.tls { "_https._tcp.local." } else { "_http._tcp.local." };
+        let web_type = if advert.tls {
+            "_https._tcp.local."
+        } else {
+            "_http._tcp.local."
+        };
         let mut keksmeet_txt = vec![
             TxtProperty::from(("proto", keks_proto::PROTOCOL_VERSION.to_string().as_str())),
             TxtProperty::from(("path", SIGNALING_PATH)),
@@ -129,7 +135,14 @@ impl Announcer {
             keksmeet_txt.push(TxtProperty::from(("fp", format!("sha-256 {fp}").as_str())));
         }
         let services = [
-            ServiceInfo::new(web_type, &config.instance_name, &fqdn, (), port, vec![TxtProperty::from(("path", "/"))])?,
+            ServiceInfo::new(
+                web_type,
+                &config.instance_name,
+                &fqdn,
+                (),
+                port,
+                vec![TxtProperty::from(("path", "/"))],
+            )?,
             ServiceInfo::new(KEKSMEET_SERVICE, &config.instance_name, &fqdn, (), port, keksmeet_txt)?,
         ];
         let mut registered = Vec::new();
@@ -232,11 +245,16 @@ pub fn discover(timeout: Duration) -> Result<Vec<Found>, MdnsError> {
     let mut found: Vec<Found> = Vec::new();
     while let Some(left) = deadline.checked_duration_since(Instant::now()) {
         let Ok(event) = events.recv_timeout(left) else { break };
-        let ServiceEvent::ServiceResolved(service) = event else { continue };
+        let ServiceEvent::ServiceResolved(service) = event else {
+            continue;
+        };
         let txt = |key| service.get_property_val_str(key).map(str::to_owned);
         let fullname = service.get_fullname();
         let item = Found {
-            instance: fullname.strip_suffix(&format!(".{KEKSMEET_SERVICE}")).unwrap_or(fullname).to_owned(),
+            instance: fullname
+                .strip_suffix(&format!(".{KEKSMEET_SERVICE}"))
+                .unwrap_or(fullname)
+                .to_owned(),
             host: service.get_hostname().trim_end_matches('.').to_owned(),
             addresses: service.get_addresses().iter().map(|a| a.to_ip_addr()).collect(),
             port: service.get_port(),
@@ -301,7 +319,8 @@ fn host_name(name: &str) -> Result<String, MdnsError> {
     if label.len() > 63 {
         return Err(bad("it is longer than 63 characters"));
     }
-    if !label.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-') || label.starts_with('-') || label.ends_with('-') {
+    if !label.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-') || label.starts_with('-') || label.ends_with('-')
+    {
         return Err(bad("only letters, digits and '-' (not at either end) are allowed"));
     }
     Ok(format!("{label}.local"))
@@ -330,13 +349,22 @@ mod tests {
 
     #[test]
     fn bad_host_name_error_names_the_key() {
-        let err = MdnsConfig { host_name: "a b".into(), ..MdnsConfig::default() }.host().unwrap_err();
+        let err = MdnsConfig {
+            host_name: "a b".into(),
+            ..MdnsConfig::default()
+        }
+        .host()
+        .unwrap_err();
         assert!(err.to_string().contains("mdns.host_name"), "{err}");
     }
 
     #[test]
     fn loopback_listener_announces_nothing() {
-        let advert = Advert { listen: "127.0.0.1:8443".parse().unwrap(), tls: true, fingerprint: None };
+        let advert = Advert {
+            listen: "127.0.0.1:8443".parse().unwrap(),
+            tls: true,
+            fingerprint: None,
+        };
         assert!(Announcer::start(&MdnsConfig::default(), &advert).unwrap().is_none());
     }
 

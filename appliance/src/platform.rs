@@ -102,21 +102,27 @@ impl Listeners {
             return Ok(None);
         }
         let mut take = |i: usize| -> anyhow::Result<Option<TcpListener>> {
-            let Some(std) = fds
-                .take_tcp_listener(i)
-                .with_context(|| format!("socket {i} passed by systemd is not a TCP listener (check ListenStream= in keksbox.socket)"))?
+            let Some(std) = fds.take_tcp_listener(i).with_context(|| {
+                format!("socket {i} passed by systemd is not a TCP listener (check ListenStream= in keksbox.socket)")
+            })?
             else {
                 return Ok(None);
             };
-            std.set_nonblocking(true).context("cannot make the systemd socket non-blocking")?;
-            Ok(Some(TcpListener::from_std(std).context("cannot use the socket passed by systemd")?))
+            std.set_nonblocking(true)
+                .context("cannot make the systemd socket non-blocking")?;
+            Ok(Some(
+                TcpListener::from_std(std).context("cannot use the socket passed by systemd")?,
+            ))
         };
         let Some(main) = take(0)? else { return Ok(None) };
         let redirect = take(1)?;
         if redirect.is_some() && !config.tls.enabled {
             warn!("TLS is off: the second socket from systemd (the HTTP redirect) is not used");
         }
-        info!("using {} socket(s) passed by systemd", 1 + usize::from(redirect.is_some()));
+        info!(
+            "using {} socket(s) passed by systemd",
+            1 + usize::from(redirect.is_some())
+        );
         Ok(Some(Self {
             main,
             redirect: redirect.filter(|_| config.tls.enabled),
@@ -135,7 +141,9 @@ fn bind_error(addr: SocketAddr, e: std::io::Error) -> anyhow::Error {
             " (ports below 1024 need root or CAP_NET_BIND_SERVICE; or set server.bind / --bind to a port above 1024)"
         }
         std::io::ErrorKind::AddrInUse => " (another program uses this port; stop it or choose another with --bind)",
-        std::io::ErrorKind::AddrNotAvailable => " (this machine has no such address; use 0.0.0.0 or one of its addresses)",
+        std::io::ErrorKind::AddrNotAvailable => {
+            " (this machine has no such address; use 0.0.0.0 or one of its addresses)"
+        }
         _ => "",
     };
     anyhow::anyhow!("cannot bind {addr}: {e}{hint}")
@@ -194,7 +202,10 @@ pub async fn run(
     let scheme = if acceptor.is_some() { "https" } else { "http" };
     let url = page_url(scheme, local, &config);
     match fingerprint {
-        Some(fp) => info!("{} serving {url} (certificate SHA-256 fingerprint {fp})", crate::VERSION),
+        Some(fp) => info!(
+            "{} serving {url} (certificate SHA-256 fingerprint {fp})",
+            crate::VERSION
+        ),
         None => info!("{} serving {url} (plain HTTP: TLS is off)", crate::VERSION),
     }
 
@@ -284,8 +295,14 @@ mod tests {
     #[test]
     fn page_urls() {
         let c = Config::default();
-        assert_eq!(page_url("https", "127.0.0.1:8443".parse().unwrap(), &c), "https://127.0.0.1:8443/");
-        assert_eq!(page_url("https", "0.0.0.0:443".parse().unwrap(), &c), "https://keksbox.local/");
+        assert_eq!(
+            page_url("https", "127.0.0.1:8443".parse().unwrap(), &c),
+            "https://127.0.0.1:8443/"
+        );
+        assert_eq!(
+            page_url("https", "0.0.0.0:443".parse().unwrap(), &c),
+            "https://keksbox.local/"
+        );
         assert_eq!(page_url("http", "[::1]:80".parse().unwrap(), &c), "http://[::1]/");
     }
 

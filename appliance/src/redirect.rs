@@ -34,9 +34,10 @@ pub async fn serve(listener: TcpListener, https_port: u16, mut stop: watch::Rece
         // The address the client reached, for a request without a Host header.
         let local = stream.local_addr().ok();
         tokio::spawn(async move {
-            let service = service_fn(move |req| async move {
-                Ok::<_, std::convert::Infallible>(redirect(&req, local, https_port))
-            });
+            let service =
+                service_fn(
+                    move |req| async move { Ok::<_, std::convert::Infallible>(redirect(&req, local, https_port)) },
+                );
             let conn = hyper::server::conn::http1::Builder::new()
                 .timer(TokioTimer::new())
                 .header_read_timeout(Duration::from_secs(10))
@@ -83,9 +84,10 @@ pub fn redirect<B>(req: &Request<B>, local: Option<SocketAddr>, https_port: u16)
 fn plain(status: StatusCode, body: &'static str) -> Response<Full<Bytes>> {
     let mut response = Response::new(Full::new(Bytes::from_static(body.as_bytes())));
     *response.status_mut() = status;
-    response
-        .headers_mut()
-        .insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; charset=utf-8"));
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
     response
 }
 
@@ -101,25 +103,40 @@ mod tests {
             req = req.header(header::HOST, h);
         }
         let resp = redirect(&req.body(()).unwrap(), Some("10.0.0.5:80".parse().unwrap()), port);
-        let loc = resp.headers().get(header::LOCATION).map(|v| v.to_str().unwrap().to_owned());
+        let loc = resp
+            .headers()
+            .get(header::LOCATION)
+            .map(|v| v.to_str().unwrap().to_owned());
         (resp.status(), loc)
     }
 
     #[test]
     fn redirects_keep_host_and_path_and_swap_the_port() {
         let cases = [
-            (Some("keksbox.local"), "/room?x=1", 443, "https://keksbox.local/room?x=1"),
+            (
+                Some("keksbox.local"),
+                "/room?x=1",
+                443,
+                "https://keksbox.local/room?x=1",
+            ),
             (Some("keksbox.local:8080"), "/", 8443, "https://keksbox.local:8443/"),
             (Some("[::1]:8080"), "/version", 8443, "https://[::1]:8443/version"),
             (None, "/", 443, "https://10.0.0.5/"),
         ];
         for (host, uri, port, want) in cases {
-            assert_eq!(location(host, uri, port), (StatusCode::PERMANENT_REDIRECT, Some(want.to_owned())), "{host:?}");
+            assert_eq!(
+                location(host, uri, port),
+                (StatusCode::PERMANENT_REDIRECT, Some(want.to_owned())),
+                "{host:?}"
+            );
         }
     }
 
     #[test]
     fn a_garbage_host_falls_back_to_the_local_address() {
-        assert_eq!(location(Some("a b/c"), "/", 443).1.as_deref(), Some("https://10.0.0.5/"));
+        assert_eq!(
+            location(Some("a b/c"), "/", 443).1.as_deref(),
+            Some("https://10.0.0.5/")
+        );
     }
 }

@@ -241,7 +241,10 @@ impl CertNames {
             // .local; a fully qualified host name is covered as it is, too.
             let host = host.trim().trim_end_matches('.').to_ascii_lowercase();
             let short = host.split('.').next().unwrap_or_default();
-            let candidates = [Some(format!("{short}.local")), host.contains('.').then_some(host.clone())];
+            let candidates = [
+                Some(format!("{short}.local")),
+                host.contains('.').then_some(host.clone()),
+            ];
             for candidate in candidates.into_iter().flatten() {
                 match normalize(&candidate) {
                     Ok(name) if host_is_useful(&name) => {
@@ -266,7 +269,11 @@ impl CertNames {
 
     /// The names in `self` that `other` lacks.
     pub fn missing_from<'a>(&'a self, other: &CertNames) -> Vec<&'a str> {
-        self.0.iter().filter(|n| !other.0.contains(*n)).map(String::as_str).collect()
+        self.0
+            .iter()
+            .filter(|n| !other.0.contains(*n))
+            .map(String::as_str)
+            .collect()
     }
 
     /// Whether the certificate covers this name (normalised first).
@@ -322,7 +329,10 @@ pub fn local_ip_addresses() -> Vec<IpAddr> {
         IpAddr::V6(v6) => (v6.segments()[0] & 0xffc0) != 0xfe80,
         IpAddr::V4(_) => true,
     });
-    ips.extend([IpAddr::from([127, 0, 0, 1]), IpAddr::from(std::net::Ipv6Addr::LOCALHOST)]);
+    ips.extend([
+        IpAddr::from([127, 0, 0, 1]),
+        IpAddr::from(std::net::Ipv6Addr::LOCALHOST),
+    ]);
     ips.sort();
     ips.dedup();
     ips
@@ -459,11 +469,7 @@ impl Identity {
         Ok(identity)
     }
 
-    fn generated(
-        state_dir: &Path,
-        required: &CertNames,
-        regenerate: Regenerate,
-    ) -> Result<Self, TlsError> {
+    fn generated(state_dir: &Path, required: &CertNames, regenerate: Regenerate) -> Result<Self, TlsError> {
         let store = Store::open(state_dir)?;
         let present = [&store.cert, &store.key, &store.names].map(|p| p.exists());
         let why = match (regenerate, present) {
@@ -490,7 +496,10 @@ impl Identity {
                     .collect();
                 return Err(TlsError::Read {
                     path: PathBuf::from(missing.join(", ")),
-                    source: io::Error::new(io::ErrorKind::NotFound, "missing while the other certificate files exist"),
+                    source: io::Error::new(
+                        io::ErrorKind::NotFound,
+                        "missing while the other certificate files exist",
+                    ),
                     hint: Hint::Generated,
                 });
             }
@@ -632,7 +641,9 @@ impl Store {
         let mut params = rcgen::CertificateParams::new(names.iter().map(str::to_owned).collect::<Vec<_>>())?;
         params.distinguished_name = rcgen::DistinguishedName::new();
         params.distinguished_name.push(rcgen::DnType::CommonName, "keksbox");
-        params.distinguished_name.push(rcgen::DnType::OrganizationName, "keksbox appliance");
+        params
+            .distinguished_name
+            .push(rcgen::DnType::OrganizationName, "keksbox appliance");
         let cert = params.self_signed(&key_pair)?;
         // Key first: a crash part-way leaves a set that `generated` reports as incomplete
         // rather than a certificate without its key silently in use.
@@ -802,14 +813,24 @@ mod tests {
         let all: Vec<&str> = names.iter().collect();
         assert_eq!(
             all,
-            ["10.77.0.1", "127.0.0.1", "keksbox.local", "localhost", "pi4.local", "room2.lan"]
+            [
+                "10.77.0.1",
+                "127.0.0.1",
+                "keksbox.local",
+                "localhost",
+                "pi4.local",
+                "room2.lan"
+            ]
         );
     }
 
     #[test]
     fn a_qualified_system_host_name_is_covered_with_and_without_its_domain() {
         let names = CertNames::required("keksbox.local", Some("pi4.example.org"), &[], &[]).unwrap();
-        assert!(names.contains("pi4.local") && names.contains("pi4.example.org"), "{names:?}");
+        assert!(
+            names.contains("pi4.local") && names.contains("pi4.example.org"),
+            "{names:?}"
+        );
     }
 
     #[test]

@@ -28,13 +28,18 @@ struct Netns {
 impl Netns {
     fn create() -> Result<Netns, String> {
         let id = std::process::id() % 100_000;
-        let ns = Netns { a: format!("kbtest-a-{id}"), b: format!("kbtest-b-{id}") };
+        let ns = Netns {
+            a: format!("kbtest-a-{id}"),
+            b: format!("kbtest-b-{id}"),
+        };
         let (va, vb) = (format!("kba{id}"), format!("kbb{id}"));
         let steps: Vec<Vec<&str>> = vec![
             vec!["netns", "add", &ns.a],
             vec!["netns", "add", &ns.b],
             // Created directly inside the namespaces: the host never sees these interfaces.
-            vec!["link", "add", &va, "netns", &ns.a, "type", "veth", "peer", "name", &vb, "netns", &ns.b],
+            vec![
+                "link", "add", &va, "netns", &ns.a, "type", "veth", "peer", "name", &vb, "netns", &ns.b,
+            ],
             vec!["-n", &ns.a, "addr", "add", "10.77.0.1/24", "dev", &va],
             vec!["-n", &ns.b, "addr", "add", "10.77.0.2/24", "dev", &vb],
             vec!["-n", &ns.a, "link", "set", &va, "up"],
@@ -43,9 +48,16 @@ impl Netns {
             vec!["-n", &ns.b, "link", "set", "lo", "up"],
         ];
         for step in steps {
-            let out = Command::new("ip").args(&step).output().map_err(|e| format!("ip: {e}"))?;
+            let out = Command::new("ip")
+                .args(&step)
+                .output()
+                .map_err(|e| format!("ip: {e}"))?;
             if !out.status.success() {
-                return Err(format!("ip {}: {}", step.join(" "), String::from_utf8_lossy(&out.stderr).trim()));
+                return Err(format!(
+                    "ip {}: {}",
+                    step.join(" "),
+                    String::from_utf8_lossy(&out.stderr).trim()
+                ));
             }
         }
         Ok(ns)
@@ -96,7 +108,10 @@ fn can_run() -> Result<(), String> {
     if String::from_utf8_lossy(&uid.stdout).trim() != "0" {
         return Err("not root".into());
     }
-    let ip = Command::new("ip").args(["netns", "list"]).output().map_err(|e| format!("no ip command: {e}"))?;
+    let ip = Command::new("ip")
+        .args(["netns", "list"])
+        .output()
+        .map_err(|e| format!("no ip command: {e}"))?;
     if !ip.status.success() {
         return Err("`ip netns` does not work here".into());
     }
@@ -123,7 +138,16 @@ fn a_browse_from_another_namespace_finds_the_box_its_fingerprint_and_host_name()
     .unwrap();
 
     let mut child = ns
-        .exec(&ns.a, &[BIN, "--config", config.to_str().unwrap(), "--state-dir", state.path().to_str().unwrap()])
+        .exec(
+            &ns.a,
+            &[
+                BIN,
+                "--config",
+                config.to_str().unwrap(),
+                "--state-dir",
+                state.path().to_str().unwrap(),
+            ],
+        )
         .env("RUST_LOG", "info")
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
@@ -155,8 +179,15 @@ fn a_browse_from_another_namespace_finds_the_box_its_fingerprint_and_host_name()
 
     let out = ns.exec(&ns.b, &[BIN, "discover", "--timeout", "15"]).output().unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "discover failed: {stdout}{}", String::from_utf8_lossy(&out.stderr));
-    let line = stdout.lines().find(|l| l.contains("Meeting room 2")).unwrap_or_else(|| panic!("not found: {stdout}"));
+    assert!(
+        out.status.success(),
+        "discover failed: {stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let line = stdout
+        .lines()
+        .find(|l| l.contains("Meeting room 2"))
+        .unwrap_or_else(|| panic!("not found: {stdout}"));
     let fingerprint = fingerprint_of(&state.path().join("tls/cert.pem"));
     for want in [
         "https://roombox.local:8443/".to_owned(),
@@ -171,7 +202,10 @@ fn a_browse_from_another_namespace_finds_the_box_its_fingerprint_and_host_name()
 
     // Interfaces are followed: an address added in A after start is announced too.
     let va = format!("kba{}", std::process::id() % 100_000);
-    let added = Command::new("ip").args(["-n", &ns.a, "addr", "add", "10.77.0.3/24", "dev", &va]).status().unwrap();
+    let added = Command::new("ip")
+        .args(["-n", &ns.a, "addr", "add", "10.77.0.3/24", "dev", &va])
+        .status()
+        .unwrap();
     assert!(added.success());
     let deadline = std::time::Instant::now() + Duration::from_secs(40);
     loop {
@@ -180,7 +214,10 @@ fn a_browse_from_another_namespace_finds_the_box_its_fingerprint_and_host_name()
         if stdout.contains("10.77.0.3") {
             break;
         }
-        assert!(std::time::Instant::now() < deadline, "10.77.0.3 never announced: {stdout}");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "10.77.0.3 never announced: {stdout}"
+        );
         std::thread::sleep(Duration::from_secs(2));
     }
 
@@ -188,5 +225,8 @@ fn a_browse_from_another_namespace_finds_the_box_its_fingerprint_and_host_name()
     assert!(status.success(), "keksbox exited with {status}");
     // The reader thread ends at the closed pipe; wait for what it still has.
     let rest: Vec<String> = std::iter::from_fn(|| lines.recv_timeout(Duration::from_secs(5)).ok()).collect();
-    assert!(rest.iter().any(|l| l.contains("mDNS: announcement withdrawn")), "no goodbye in {rest:?}");
+    assert!(
+        rest.iter().any(|l| l.contains("mDNS: announcement withdrawn")),
+        "no goodbye in {rest:?}"
+    );
 }

@@ -72,7 +72,12 @@ fn ready_watchdog_and_stopping_reach_the_notify_socket() {
     std::fs::write(&config, "[server]\nbind = \"127.0.0.1:0\"\n[tls]\nredirect = false\n").unwrap();
 
     let child = Command::new(BIN)
-        .args(["--config", config.to_str().unwrap(), "--state-dir", dir.path().to_str().unwrap()])
+        .args([
+            "--config",
+            config.to_str().unwrap(),
+            "--state-dir",
+            dir.path().to_str().unwrap(),
+        ])
         .env("NOTIFY_SOCKET", &socket_path)
         // 400 ms: keksbox must ping every 200 ms.
         .env("WATCHDOG_USEC", "400000")
@@ -88,14 +93,21 @@ fn ready_watchdog_and_stopping_reach_the_notify_socket() {
     // Two pings in a row prove the loop, not one stray message.
     wait_for(&socket, "WATCHDOG=1", &mut seen);
     wait_for(&socket, "WATCHDOG=1", &mut seen);
-    let _ = Command::new("kill").args(["-TERM", &running.0.id().to_string()]).status();
+    let _ = Command::new("kill")
+        .args(["-TERM", &running.0.id().to_string()])
+        .status();
     wait_for(&socket, "STOPPING=1", &mut seen);
     assert!(running.terminate().success());
 }
 
 #[test]
 fn socket_activation_serves_https_on_the_first_socket_and_redirects_on_the_second() {
-    if Command::new("systemd-socket-activate").arg("--help").stdout(Stdio::null()).status().is_err() {
+    if Command::new("systemd-socket-activate")
+        .arg("--help")
+        .stdout(Stdio::null())
+        .status()
+        .is_err()
+    {
         eprintln!("skipped: systemd-socket-activate is not installed (package systemd)");
         return;
     }
@@ -103,10 +115,20 @@ fn socket_activation_serves_https_on_the_first_socket_and_redirects_on_the_secon
     let (https, http) = (free_port(), free_port());
     // The config's addresses are deliberately different: the passed sockets must win.
     let config = dir.path().join("keksbox.toml");
-    std::fs::write(&config, "[server]\nbind = \"127.0.0.1:1\"\n[tls]\nredirect_bind = \"127.0.0.1:2\"\n").unwrap();
+    std::fs::write(
+        &config,
+        "[server]\nbind = \"127.0.0.1:1\"\n[tls]\nredirect_bind = \"127.0.0.1:2\"\n",
+    )
+    .unwrap();
     let child = Command::new("systemd-socket-activate")
         .args(["-l", &format!("127.0.0.1:{https}"), "-l", &format!("127.0.0.1:{http}")])
-        .args([BIN, "--config", config.to_str().unwrap(), "--state-dir", dir.path().to_str().unwrap()])
+        .args([
+            BIN,
+            "--config",
+            config.to_str().unwrap(),
+            "--state-dir",
+            dir.path().to_str().unwrap(),
+        ])
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
@@ -114,12 +136,15 @@ fn socket_activation_serves_https_on_the_first_socket_and_redirects_on_the_secon
 
     // systemd-socket-activate starts keksbox on the first connection: this one.
     let mut tcp = connect(http);
-    tcp.write_all(b"GET /room HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n").unwrap();
+    tcp.write_all(b"GET /room HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
+        .unwrap();
     let mut response = String::new();
     tcp.read_to_string(&mut response).unwrap();
     assert!(response.starts_with("HTTP/1.1 308"), "{response}");
     assert!(
-        response.to_ascii_lowercase().contains(&format!("location: https://localhost:{https}/room")),
+        response
+            .to_ascii_lowercase()
+            .contains(&format!("location: https://localhost:{https}/room")),
         "{response}"
     );
     // And the first socket speaks TLS: a ClientHello gets a handshake record back.
@@ -191,7 +216,13 @@ fn under_systemd_logs_go_to_the_journal_with_structured_fields() {
     let child = Command::new("unshare")
         .args(["-m", "--propagation", "private", "sh", "-c", script, "sh"])
         .arg(&journal_dir)
-        .args([BIN, "--config", config.to_str().unwrap(), "--state-dir", dir.path().to_str().unwrap()])
+        .args([
+            BIN,
+            "--config",
+            config.to_str().unwrap(),
+            "--state-dir",
+            dir.path().to_str().unwrap(),
+        ])
         .env("JOURNAL_STREAM", format!("{}:{}", meta.dev(), meta.ino()))
         .stderr(stderr)
         .spawn()
@@ -202,7 +233,10 @@ fn under_systemd_logs_go_to_the_journal_with_structured_fields() {
     let mut buf = vec![0u8; 65536];
     let mut seen = Vec::new();
     let serving = loop {
-        assert!(Instant::now() < deadline, "no start-up line in the journal; got {seen:?}");
+        assert!(
+            Instant::now() < deadline,
+            "no start-up line in the journal; got {seen:?}"
+        );
         if let Ok(n) = journal.recv(&mut buf) {
             let entry = String::from_utf8_lossy(&buf[..n]).into_owned();
             if entry.contains("serving https://") {
@@ -212,9 +246,21 @@ fn under_systemd_logs_go_to_the_journal_with_structured_fields() {
         }
     };
     // systemd-journal-logger maps info to NOTICE (5).
-    for field in ["PRIORITY=5", "SYSLOG_IDENTIFIER=keksbox", "KEKSBOX_VERSION=", "TARGET=keksbox::platform", "CODE_FILE="] {
-        assert!(serving.contains(field), "{field} missing from journal entry {serving:?}");
+    for field in [
+        "PRIORITY=5",
+        "SYSLOG_IDENTIFIER=keksbox",
+        "KEKSBOX_VERSION=",
+        "TARGET=keksbox::platform",
+        "CODE_FILE=",
+    ] {
+        assert!(
+            serving.contains(field),
+            "{field} missing from journal entry {serving:?}"
+        );
     }
     let terminal = std::fs::read_to_string(&stderr_path).unwrap();
-    assert!(!terminal.contains("serving https://"), "logged to stderr too: {terminal}");
+    assert!(
+        !terminal.contains("serving https://"),
+        "logged to stderr too: {terminal}"
+    );
 }

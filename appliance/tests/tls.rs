@@ -52,7 +52,12 @@ async fn start(config: Config, state_dir: &Path) -> anyhow::Result<Box_> {
     let task = tokio::spawn(platform::run(config, listeners, Some(state_dir.to_owned()), async {
         let _ = stopped.await;
     }));
-    Ok(Box_ { https, http: with_redirect.then_some(http), stop, task })
+    Ok(Box_ {
+        https,
+        http: with_redirect.then_some(http),
+        stop,
+        task,
+    })
 }
 
 impl Box_ {
@@ -62,7 +67,10 @@ impl Box_ {
     }
 }
 
-fn client_trusting(cert_pem: &Path, versions: &[&'static rustls::SupportedProtocolVersion]) -> tokio_rustls::TlsConnector {
+fn client_trusting(
+    cert_pem: &Path,
+    versions: &[&'static rustls::SupportedProtocolVersion],
+) -> tokio_rustls::TlsConnector {
     let mut roots = rustls::RootCertStore::empty();
     for cert in CertificateDer::pem_file_iter(cert_pem).unwrap() {
         roots.add(cert.unwrap()).unwrap();
@@ -77,8 +85,20 @@ fn client_trusting(cert_pem: &Path, versions: &[&'static rustls::SupportedProtoc
 }
 
 /// GETs `path` over TLS as `name`; returns the response text and the server's fingerprint.
-async fn get_tls(addr: SocketAddr, cert_pem: &Path, name: &str, path: &str) -> Result<(String, Fingerprint), std::io::Error> {
-    get_tls_with(addr, cert_pem, name, path, &[&rustls::version::TLS13, &rustls::version::TLS12]).await
+async fn get_tls(
+    addr: SocketAddr,
+    cert_pem: &Path,
+    name: &str,
+    path: &str,
+) -> Result<(String, Fingerprint), std::io::Error> {
+    get_tls_with(
+        addr,
+        cert_pem,
+        name,
+        path,
+        &[&rustls::version::TLS13, &rustls::version::TLS12],
+    )
+    .await
 }
 
 async fn get_tls_with(
@@ -108,21 +128,38 @@ fn generated_cert(state: &Path) -> PathBuf {
 async fn a_restart_keeps_the_fingerprint_and_the_key_is_0600() {
     let state = tempfile::tempdir().unwrap();
     let first = start(test_config(), state.path()).await.unwrap();
-    let (resp, fp1) = get_tls(first.https, &generated_cert(state.path()), "localhost", "/version").await.unwrap();
+    let (resp, fp1) = get_tls(first.https, &generated_cert(state.path()), "localhost", "/version")
+        .await
+        .unwrap();
     assert!(resp.starts_with("HTTP/1.1 200"), "{resp}");
     assert!(resp.contains("keksbox "), "{resp}");
     // The start page gets the same fingerprint from /config.json.
-    let (config_json, _) = get_tls(first.https, &generated_cert(state.path()), "localhost", "/config.json").await.unwrap();
-    assert!(config_json.contains(&format!("\"fingerprint_sha256\":\"{fp1}\"")), "{config_json}");
+    let (config_json, _) = get_tls(first.https, &generated_cert(state.path()), "localhost", "/config.json")
+        .await
+        .unwrap();
+    assert!(
+        config_json.contains(&format!("\"fingerprint_sha256\":\"{fp1}\"")),
+        "{config_json}"
+    );
     first.stop().await;
 
-    let key_mode = std::fs::metadata(state.path().join("tls/key.pem")).unwrap().permissions().mode() & 0o777;
+    let key_mode = std::fs::metadata(state.path().join("tls/key.pem"))
+        .unwrap()
+        .permissions()
+        .mode()
+        & 0o777;
     assert_eq!(key_mode, 0o600, "key mode {key_mode:o}");
-    let dir_mode = std::fs::metadata(state.path().join("tls")).unwrap().permissions().mode() & 0o777;
+    let dir_mode = std::fs::metadata(state.path().join("tls"))
+        .unwrap()
+        .permissions()
+        .mode()
+        & 0o777;
     assert_eq!(dir_mode, 0o700, "tls dir mode {dir_mode:o}");
 
     let second = start(test_config(), state.path()).await.unwrap();
-    let (_, fp2) = get_tls(second.https, &generated_cert(state.path()), "localhost", "/version").await.unwrap();
+    let (_, fp2) = get_tls(second.https, &generated_cert(state.path()), "localhost", "/version")
+        .await
+        .unwrap();
     assert_eq!(fp1, fp2, "the fingerprint changed across a restart");
     second.stop().await;
 }
@@ -168,7 +205,9 @@ async fn tls12_and_tls13_both_work() {
     let running = start(test_config(), state.path()).await.unwrap();
     let cert = generated_cert(state.path());
     for version in [&rustls::version::TLS12, &rustls::version::TLS13] {
-        let (resp, _) = get_tls_with(running.https, &cert, "localhost", "/", &[version]).await.unwrap();
+        let (resp, _) = get_tls_with(running.https, &cert, "localhost", "/", &[version])
+            .await
+            .unwrap();
         assert!(resp.starts_with("HTTP/1.1 200"), "{version:?}: {resp}");
     }
     running.stop().await;
@@ -183,7 +222,10 @@ async fn the_http_port_redirects_to_https() {
         .await
         .unwrap();
     let mut resp = String::new();
-    tokio::time::timeout(WAIT, tcp.read_to_string(&mut resp)).await.unwrap().unwrap();
+    tokio::time::timeout(WAIT, tcp.read_to_string(&mut resp))
+        .await
+        .unwrap()
+        .unwrap();
     assert!(resp.starts_with("HTTP/1.1 308"), "{resp}");
     let want = format!("location: https://keksbox.local:{}/room?x=1\r\n", running.https.port());
     assert!(resp.to_ascii_lowercase().contains(&want), "{resp}");
@@ -195,12 +237,19 @@ async fn plain_http_on_the_tls_port_gets_no_page() {
     let state = tempfile::tempdir().unwrap();
     let running = start(test_config(), state.path()).await.unwrap();
     let mut tcp = TcpStream::connect(running.https).await.unwrap();
-    tcp.write_all(b"GET /version HTTP/1.1\r\nHost: x\r\n\r\n").await.unwrap();
+    tcp.write_all(b"GET /version HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap();
     let mut resp = Vec::new();
     let _ = tokio::time::timeout(WAIT, tcp.read_to_end(&mut resp)).await.unwrap();
-    assert!(!String::from_utf8_lossy(&resp).contains("keksbox"), "served a page without TLS");
+    assert!(
+        !String::from_utf8_lossy(&resp).contains("keksbox"),
+        "served a page without TLS"
+    );
     // And the box keeps serving TLS clients afterwards.
-    get_tls(running.https, &generated_cert(state.path()), "localhost", "/version").await.unwrap();
+    get_tls(running.https, &generated_cert(state.path()), "localhost", "/version")
+        .await
+        .unwrap();
     running.stop().await;
 }
 
@@ -213,7 +262,10 @@ async fn a_stalled_handshake_is_dropped() {
     let mut tcp = TcpStream::connect(running.https).await.unwrap();
     let mut buf = [0u8; 16];
     // The server closes the silent connection after 1 s; without the timeout this would hang.
-    let n = tokio::time::timeout(Duration::from_secs(5), tcp.read(&mut buf)).await.expect("not dropped").unwrap_or(0);
+    let n = tokio::time::timeout(Duration::from_secs(5), tcp.read(&mut buf))
+        .await
+        .expect("not dropped")
+        .unwrap_or(0);
     assert_eq!(n, 0);
     running.stop().await;
 }
@@ -226,19 +278,30 @@ async fn tls_off_serves_plain_http_and_no_redirect() {
     let running = start(config, state.path()).await.unwrap();
     assert!(running.http.is_none());
     let mut tcp = TcpStream::connect(running.https).await.unwrap();
-    tcp.write_all(b"GET /config.json HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").await.unwrap();
+    tcp.write_all(b"GET /config.json HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        .await
+        .unwrap();
     let mut resp = String::new();
-    tokio::time::timeout(WAIT, tcp.read_to_string(&mut resp)).await.unwrap().unwrap();
+    tokio::time::timeout(WAIT, tcp.read_to_string(&mut resp))
+        .await
+        .unwrap()
+        .unwrap();
     assert!(resp.starts_with("HTTP/1.1 200"), "{resp}");
     assert!(!resp.contains("fingerprint"), "{resp}");
-    assert!(!state.path().join("tls").exists(), "no certificate is made with TLS off");
+    assert!(
+        !state.path().join("tls").exists(),
+        "no certificate is made with TLS off"
+    );
     running.stop().await;
 }
 
 /// A certificate and key made by the test, as a user would bring them.
 fn user_cert(dir: &Path, name: &str) -> (PathBuf, PathBuf, Fingerprint) {
     let key = rcgen::KeyPair::generate().unwrap();
-    let cert = rcgen::CertificateParams::new(vec![name.to_owned()]).unwrap().self_signed(&key).unwrap();
+    let cert = rcgen::CertificateParams::new(vec![name.to_owned()])
+        .unwrap()
+        .self_signed(&key)
+        .unwrap();
     let cert_path = dir.join(format!("{name}.crt"));
     let key_path = dir.join(format!("{name}.key"));
     std::fs::write(&cert_path, cert.pem()).unwrap();
@@ -255,10 +318,15 @@ async fn a_user_certificate_is_used_when_set() {
     config.tls.cert_file = Some(cert.clone());
     config.tls.key_file = Some(key);
     let running = start(config, state.path()).await.unwrap();
-    let (resp, seen) = get_tls(running.https, &cert, "box.example", "/config.json").await.unwrap();
+    let (resp, seen) = get_tls(running.https, &cert, "box.example", "/config.json")
+        .await
+        .unwrap();
     assert_eq!(seen, fingerprint);
     assert!(resp.contains(&fingerprint.to_string()), "{resp}");
-    assert!(!state.path().join("tls").exists(), "nothing is generated with a user certificate");
+    assert!(
+        !state.path().join("tls").exists(),
+        "nothing is generated with a user certificate"
+    );
     running.stop().await;
 }
 
@@ -269,7 +337,9 @@ async fn a_new_required_name_makes_a_new_certificate_and_a_dropped_one_does_not(
         let dir = state.path().to_owned();
         async move {
             let running = start(config, &dir).await.unwrap();
-            let (_, fp) = get_tls(running.https, &generated_cert(&dir), "localhost", "/version").await.unwrap();
+            let (_, fp) = get_tls(running.https, &generated_cert(&dir), "localhost", "/version")
+                .await
+                .unwrap();
             running.stop().await;
             fp
         }
@@ -293,7 +363,9 @@ async fn regenerate_cert_makes_a_new_fingerprint() {
     let after = platform::regenerate_cert(&config, state.path()).unwrap();
     assert_ne!(before.fingerprint(), after.fingerprint());
     let running = start(config, state.path()).await.unwrap();
-    let (_, served) = get_tls(running.https, &generated_cert(state.path()), "localhost", "/").await.unwrap();
+    let (_, served) = get_tls(running.https, &generated_cert(state.path()), "localhost", "/")
+        .await
+        .unwrap();
     assert_eq!(served, after.fingerprint());
     running.stop().await;
 }
@@ -342,7 +414,11 @@ async fn a_corrupt_user_certificate_or_key_is_a_clear_error() {
     let junk = files.path().join("junk.pem");
     std::fs::write(&junk, "this is not PEM\n").unwrap();
     let damaged = files.path().join("damaged.pem");
-    std::fs::write(&damaged, "-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n").unwrap();
+    std::fs::write(
+        &damaged,
+        "-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n",
+    )
+    .unwrap();
 
     for (c, k, want) in [
         (&junk, &key, "holds no usable certificate"),
@@ -436,7 +512,10 @@ fn the_regenerate_cert_command_prints_the_new_fingerprint() {
     let on_disk = Fingerprint::of(&CertificateDer::from_pem_file(generated_cert(state.path())).unwrap());
     assert!(first.contains(&format!("SHA-256 {on_disk}")), "{first}");
     let second = run();
-    assert!(!second.contains(&on_disk.to_string()), "the fingerprint did not change: {second}");
+    assert!(
+        !second.contains(&on_disk.to_string()),
+        "the fingerprint did not change: {second}"
+    );
 }
 
 #[test]

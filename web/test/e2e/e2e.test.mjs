@@ -100,7 +100,7 @@ async function inboundStats(page, ownerId, kind) {
       const s = await m.peer.pc.getStats();
       let out = null;
       s.forEach((r) => {
-        if (r.type === "inbound-rtp" && r.kind === kind) out = { frames: r.framesDecoded ?? 0, packets: r.packetsReceived ?? 0, bytes: r.bytesReceived ?? 0 };
+        if (r.type === "inbound-rtp" && r.kind === kind) out = { frames: r.framesDecoded ?? 0, packets: r.packetsReceived ?? 0, bytes: r.bytesReceived ?? 0, energy: r.totalAudioEnergy ?? 0 };
       });
       return out;
     },
@@ -244,6 +244,20 @@ test("microphone: audio is requested automatically and packets flow", T, async (
     new MutationObserver(() => (window.sawSpeaking ||= li.classList.contains("speaking"))).observe(li, { attributes: true });
   }, a.id);
   await until("speaking indicator", () => b.page.evaluate(() => window.sawSpeaking), 10_000);
+  // Mute: the energy bob receives stops growing; unmute: it grows again.
+  const energyGrowth = async () => {
+    const e1 = (await inboundStats(b.page, a.id, "audio")).energy;
+    await sleep(2500);
+    return (await inboundStats(b.page, a.id, "audio")).energy - e1;
+  };
+  const loud = await energyGrowth();
+  assert.ok(loud > 0, "sound before muting");
+  await a.page.click("#local-resources .resource.track.local button.mute");
+  await sleep(300);
+  const muted = await energyGrowth();
+  assert.ok(muted < loud / 100, `near silence while muted: ${muted} vs ${loud}`);
+  await a.page.click("#local-resources .resource.track.local button.mute");
+  await until("sound after unmuting", async () => (await energyGrowth()) > loud / 10, 10_000);
   // RNNoise worklet really loaded (wasm served from dist, CSP allows it).
   assert.equal(await a.page.$eval("#local-resources .resource.track[data-rnnoise]", (e) => e.dataset.rnnoise), "true", "RNNoise worklet loaded");
 });

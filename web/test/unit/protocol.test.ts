@@ -422,3 +422,11 @@ test("file transfer: close without end is a failure", async () => {
   assert.equal(await got, false);
   assert.equal(s.aborted, "closed before end");
 });
+
+test("src/protocol never touches the DOM", () => {
+  const dir = join(process.cwd(), "src", "protocol");
+  for (const f of readdirSync(dir)) {
+    const code = readFileSync(join(dir, f), "utf8").replace(/\/\/.*$/gm, "");
+    assert.doesNotMatch(code, /\b(document|window|localStorage|navigator|HTMLElement)\b/, f);
+  }
+});

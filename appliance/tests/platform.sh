@@ -96,12 +96,23 @@ smoke() {
   local location
   location=$(curl -sS --max-time 20 -o /dev/null -w '%{redirect_url}' "http://localhost:$HTTP_PORT/room") || fail "GET http://"
   [ "$location" = "https://localhost:$PORT/room" ] || fail "redirect went to $location"
+  # TLS 1.2 and 1.3 only. SECLEVEL=0 lets this openssl offer the old versions at all, so a
+  # refusal is the server's.
+  local v
+  for v in tls1 tls1_1 tls1_2 tls1_3; do
+    local hs
+    hs=$(timeout 20 openssl s_client -connect "127.0.0.1:$PORT" -"$v" -cipher 'DEFAULT@SECLEVEL=0' </dev/null 2>&1 || true)
+    case "$v:$(grep -c 'Cipher is (NONE)' <<<"$hs")" in
+      tls1:0 | tls1_1:0) fail "the server accepted $v" ;;
+      tls1_2:1 | tls1_3:1) echo "$hs" >&2; fail "the server refused $v" ;;
+    esac
+  done
   local logged served
   logged=$(sed -n 's/.*certificate SHA-256 fingerprint \([0-9A-F:]*\).*/\1/p' "$LOG" | head -1)
   served=$(openssl x509 -in "$cacert" -noout -fingerprint -sha256 | sed 's/.*=//')
   [ -n "$logged" ] && [ "$logged" = "$served" ] || fail "logged fingerprint '$logged' is not the certificate's '$served'"
   stop_box
-  echo "smoke: ok: $version over TLS on 127.0.0.1:$PORT, start page served, http redirects, fingerprint $served"
+  echo "smoke: ok: $version over TLS on 127.0.0.1:$PORT (1.2 and 1.3 accepted, 1.0 and 1.1 refused), start page served, http redirects, fingerprint $served"
 }
 
 install_check() {

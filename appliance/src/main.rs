@@ -43,6 +43,10 @@ enum Command {
         /// Seconds to wait for the first answer.
         #[arg(long, default_value_t = 5)]
         timeout: u64,
+        /// The DNS-SD service type to browse: _keksmeet._tcp (with the fingerprint) or
+        /// _https._tcp (what browsers' service lists see).
+        #[arg(long, default_value = "_keksmeet._tcp")]
+        service: String,
     },
 }
 
@@ -84,8 +88,8 @@ fn run(args: Args) -> anyhow::Result<()> {
             println!("restart keksbox (systemctl restart keksbox) to serve it");
             return Ok(());
         }
-        Some(Command::Discover { timeout }) => {
-            let found = keksbox::mdns::discover(Duration::from_secs(timeout))?;
+        Some(Command::Discover { timeout, service }) => {
+            let found = keksbox::mdns::discover(&service, Duration::from_secs(timeout))?;
             anyhow::ensure!(!found.is_empty(), "no keksbox answered within {timeout} s");
             for item in found {
                 let resolved = keksbox::mdns::resolve_host(&item.host, Duration::from_secs(3))?;

@@ -121,11 +121,7 @@ impl Announcer {
 
         let port = advert.listen.port();
         let fqdn = format!("{host}.");
-        let web_type = if advert.tls {
-            "_https._tcp.local."
-        } else {
-            "_http._tcp.local."
-        };
+        let web_type = if advert.tls { HTTPS_SERVICE } else { "_http._tcp.local." };
         let mut keksmeet_txt = vec![
             TxtProperty::from(("proto", keks_proto::PROTOCOL_VERSION.to_string().as_str())),
             TxtProperty::from(("path", SIGNALING_PATH)),
@@ -236,11 +232,15 @@ impl fmt::Display for Found {
     }
 }
 
-/// Browses for `_keksmeet._tcp` and returns every box resolved: it waits up to `timeout` for
-/// the first, then a moment longer for others.
-pub fn discover(timeout: Duration) -> Result<Vec<Found>, MdnsError> {
+/// The DNS-SD service type browsers and service lists see (with TLS on).
+pub const HTTPS_SERVICE: &str = "_https._tcp.local.";
+
+/// Browses for `service` ([`KEKSMEET_SERVICE`] or [`HTTPS_SERVICE`], say) and returns every
+/// instance resolved: it waits up to `timeout` for the first, then a moment longer for others.
+pub fn discover(service: &str, timeout: Duration) -> Result<Vec<Found>, MdnsError> {
+    let service_type = format!("{}.local.", service.trim_end_matches('.').trim_end_matches(".local"));
     let daemon = ServiceDaemon::new()?;
-    let events = daemon.browse(KEKSMEET_SERVICE)?;
+    let events = daemon.browse(&service_type)?;
     let mut deadline = Instant::now() + timeout;
     let mut found: Vec<Found> = Vec::new();
     while let Some(left) = deadline.checked_duration_since(Instant::now()) {
@@ -252,7 +252,7 @@ pub fn discover(timeout: Duration) -> Result<Vec<Found>, MdnsError> {
         let fullname = service.get_fullname();
         let item = Found {
             instance: fullname
-                .strip_suffix(&format!(".{KEKSMEET_SERVICE}"))
+                .strip_suffix(&format!(".{service_type}"))
                 .unwrap_or(fullname)
                 .to_owned(),
             host: service.get_hostname().trim_end_matches('.').to_owned(),
@@ -260,7 +260,7 @@ pub fn discover(timeout: Duration) -> Result<Vec<Found>, MdnsError> {
             port: service.get_port(),
             protocol: txt("proto"),
             path: txt("path"),
-            tls: txt("tls").as_deref() == Some("1"),
+            tls: txt("tls").as_deref() == Some("1") || service_type == HTTPS_SERVICE,
             fingerprint: txt("fp"),
         };
         if found.is_empty() {

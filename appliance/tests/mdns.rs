@@ -200,6 +200,20 @@ fn a_browse_from_another_namespace_finds_the_box_its_fingerprint_and_host_name()
         assert!(line.contains(&want), "{want:?} missing from {line:?}");
     }
 
+    // Browsers' service lists see the box as an HTTPS service under the same name.
+    let out = ns
+        .exec(&ns.b, &[BIN, "discover", "--service", "_https._tcp", "--timeout", "15"])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        stdout
+            .lines()
+            .any(|l| l.starts_with("\"Meeting room 2\": https://roombox.local:8443/")),
+        "no _https._tcp: {stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
     // Interfaces are followed: an address added in A after start is announced too.
     let va = format!("kba{}", std::process::id() % 100_000);
     let added = Command::new("ip")

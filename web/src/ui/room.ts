@@ -27,8 +27,9 @@ const members = h("ul", { id: "members", class: "members" });
 const localList = h("ul", { id: "local-resources", class: "resources" });
 const chatLog = h("div", { id: "chat-log", role: "log", "aria-live": "polite", "aria-labelledby": "chat-h" });
 const chatInput = h("input", { type: "text", id: "chat-input", autocomplete: "off", maxlength: 10000 });
-const imagePick = h("input", { type: "file", id: "image-pick", accept: "image/png,image/jpeg,image/gif,image/webp", class: "visually-hidden" });
-const filePick = h("input", { type: "file", id: "file-pick", multiple: true, class: "visually-hidden" });
+// The native pickers stay hidden; visible buttons open them (keeps focus visible and in order).
+const imagePick = h("input", { type: "file", id: "image-pick", accept: "image/png,image/jpeg,image/gif,image/webp", hidden: true, tabindex: -1 });
+const filePick = h("input", { type: "file", id: "file-pick", multiple: true, hidden: true, tabindex: -1 });
 const chatAside = h(
   "aside",
   { id: "chat", "aria-labelledby": "chat-h" },
@@ -39,7 +40,7 @@ const chatAside = h(
     { id: "chat-form", onsubmit: (ev: Event) => (ev.preventDefault(), sendChatText()) },
     h("label", { for: "chat-input" }, t("chat_input")),
     h("div", { class: "row" }, chatInput, h("button", { type: "submit" }, t("send"))),
-    h("label", { for: "image-pick", class: "button" }, t("send_image")),
+    h("button", { type: "button", id: "send-image", onclick: () => imagePick.click() }, t("send_image")),
     imagePick,
   ),
 );
@@ -63,7 +64,7 @@ document.getElementById("app")!.append(
       btn("add-mic", "add_microphone", () => void addMicrophone()),
       btn("add-camera", "add_camera", () => void addCamera()),
       btn("add-screen", "add_screen", () => void addScreen()),
-      h("label", { for: "file-pick", class: "button", id: "add-file" }, t("add_file")),
+      h("button", { type: "button", id: "add-file", onclick: () => filePick.click() }, t("add_file")),
       filePick,
       btn("stop-all", "stop_all", () => stopAllTracks()),
       btn("toggle-chat", "chat_toggle", () => toggleChat(), { "aria-controls": "chat", "aria-expanded": "true" }),

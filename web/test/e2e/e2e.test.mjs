@@ -166,6 +166,17 @@ test("chat text and a pasted image arrive and render", T, async () => {
   );
 });
 
+test("file pickers behind buttons: an image for the chat, a file to share", T, async () => {
+  const { alice: a, bob: b } = users;
+  const png = Buffer.from("iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mP8z8BQDwAEhQGAhKmMIQAAAABJRU5ErkJggg==", "base64");
+  const [imgChooser] = await Promise.all([a.page.waitForEvent("filechooser"), a.page.click("#send-image")]);
+  await imgChooser.setFiles({ name: "dot.png", mimeType: "image/png", buffer: png });
+  await until("picked image at bob", () => b.page.$$eval("#chat-log img.chat-image", (i) => i.some((x) => x.naturalWidth === 1)));
+  const [fileChooser] = await Promise.all([a.page.waitForEvent("filechooser"), a.page.click("#add-file")]);
+  await fileChooser.setFiles({ name: "notes.txt", mimeType: "text/plain", buffer: Buffer.from("hello") });
+  await until("bob lists notes.txt", () => b.page.$$eval(`#members .member[data-id="${a.id}"] .resource.file .label`, (e) => e.some((x) => x.textContent.includes("notes.txt"))));
+});
+
 test("a chat image opens in a popup as a blob URL", T, async () => {
   const { bob: b } = users;
   const [popup] = await Promise.all([b.ctx.waitForEvent("page"), b.page.click("#chat-log .image-button")]);
@@ -282,7 +293,7 @@ test("a 50 MB file arrives with an equal SHA-256 (streamed through the service w
     return Array.from(digest, (d) => d.toString(16).padStart(2, "0")).join("");
   }, SIZE);
   await until("bob's service worker controls the page", () => b.page.evaluate(() => !!navigator.serviceWorker.controller));
-  const sel = remoteRes(b, a, "file");
+  const sel = `${remoteRes(b, a, "file")}:has-text("big.bin")`;
   await b.page.waitForSelector(`${sel}[data-state=available]`, { timeout: 20_000 });
   const t0 = Date.now();
   const [download] = await Promise.all([b.page.waitForEvent("download", { timeout: 60_000 }), b.page.click(`${sel} button`)]);

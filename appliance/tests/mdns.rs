@@ -235,12 +235,84 @@ fn a_browse_from_another_namespace_finds_the_box_its_fingerprint_and_host_name()
         std::thread::sleep(Duration::from_secs(2));
     }
 
+    // Goodbyes on shutdown: a browser in B that has the box sees it removed at once, not when
+    // its records expire minutes later. The watcher is this test binary, re-run inside B.
+    let mut watcher = ns
+        .exec(&ns.b, &[std::env::current_exe().unwrap().to_str().unwrap()])
+        .args([
+            "--exact",
+            "goodbye_watcher",
+            "--ignored",
+            "--nocapture",
+            "--test-threads=1",
+        ])
+        .env(WATCH_ENV, "1")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let (watch_tx, watched) = mpsc::channel();
+    let watch_out = watcher.stdout.take().unwrap();
+    std::thread::spawn(move || {
+        for line in BufReader::new(watch_out).lines().map_while(Result::ok) {
+            let _ = watch_tx.send(line);
+        }
+    });
+    let _watcher = Running(watcher);
+    let seen = |marker: &str, within: Duration| {
+        let deadline = std::time::Instant::now() + within;
+        while let Some(left) = deadline.checked_duration_since(std::time::Instant::now()) {
+            match watched.recv_timeout(left) {
+                // libtest prints "test goodbye_watcher ... " before the first line: search, not prefix.
+                Ok(line) if line.contains(marker) => return true,
+                Ok(_) => {}
+                Err(_) => return false,
+            }
+        }
+        false
+    };
+    assert!(
+        seen("KB-RESOLVED", Duration::from_secs(20)),
+        "the watcher never saw the box"
+    );
+
     let status = server.terminate().unwrap();
     assert!(status.success(), "keksbox exited with {status}");
+    assert!(
+        seen("KB-REMOVED", Duration::from_secs(5)),
+        "no goodbye reached the browser in B within 5 s of SIGTERM"
+    );
     // The reader thread ends at the closed pipe; wait for what it still has.
     let rest: Vec<String> = std::iter::from_fn(|| lines.recv_timeout(Duration::from_secs(5)).ok()).collect();
     assert!(
         rest.iter().any(|l| l.contains("mDNS: announcement withdrawn")),
         "no goodbye in {rest:?}"
     );
+}
+
+const WATCH_ENV: &str = "KEKSBOX_TEST_MDNS_WATCH";
+
+/// Not a test by itself: the test above runs it inside namespace B. Browses `_keksmeet._tcp`,
+/// prints `KB-RESOLVED` when the box is resolved and `KB-REMOVED` when it says goodbye.
+#[test]
+#[ignore = "helper, run inside a network namespace by the namespace test"]
+fn goodbye_watcher() {
+    use mdns_sd::{ServiceDaemon, ServiceEvent};
+    if std::env::var_os(WATCH_ENV).is_none() {
+        return;
+    }
+    let daemon = ServiceDaemon::new().unwrap();
+    let events = daemon.browse(keksbox::mdns::KEKSMEET_SERVICE).unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while let Some(left) = deadline.checked_duration_since(std::time::Instant::now()) {
+        match events.recv_timeout(left) {
+            Ok(ServiceEvent::ServiceResolved(s)) => println!("KB-RESOLVED {}", s.get_fullname()),
+            Ok(ServiceEvent::ServiceRemoved(_, name)) => {
+                println!("KB-REMOVED {name}");
+                return;
+            }
+            Ok(_) => {}
+            Err(_) => return,
+        }
+    }
 }

@@ -584,7 +584,7 @@ function openSettings(): void {
       input = h("input", { type: d.type === "number" ? "number" : "text", name: k, step: "any", value: v === undefined ? "" : String(v) });
       input.addEventListener("change", () => prefs.set(k, input.value === "" ? undefined : input.value));
     }
-    rows.push(labelled(k + note, input)[0]);
+    rows.push(labelled(`${t(`pref_${k}` as Key)} (${k})${note}`, input)[0]);
   }
   const notif = h("button", { type: "button" }, t("notifications"));
   notif.addEventListener("click", () => void Notification.requestPermission());

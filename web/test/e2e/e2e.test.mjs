@@ -77,8 +77,8 @@ async function newContext(init = {}, opts = {}) {
   return ctx;
 }
 
-async function join(name, secret = SECRET) {
-  const ctx = await newContext();
+async function join(name, secret = SECRET, opts = {}) {
+  const ctx = await newContext({}, opts);
   const page = await ctx.newPage();
   page.on("console", (m) => logs.push(`${name} ${m.type()}: ${m.text()}`));
   page.on("pageerror", (e) => logs.push(`${name} PAGEERROR: ${e}`));
@@ -269,6 +269,13 @@ test("microphone: audio is requested automatically and packets flow", T, async (
   assert.ok(muted < loud / 100, `near silence while muted: ${muted} vs ${loud}`);
   await a.page.click("#local-resources .resource.track.local button.mute");
   await until("sound after unmuting", async () => (await energyGrowth()) > loud / 10, 10_000);
+  // Gain 0 silences too.
+  const setGain = (v) => a.page.$eval("#local-resources .resource.track.local input[type=range]", (e, v) => ((e.value = v), e.dispatchEvent(new Event("input"))), v);
+  await setGain("0");
+  await sleep(300);
+  const quiet = await energyGrowth();
+  assert.ok(quiet < loud / 100, `near silence at gain 0: ${quiet} vs ${loud}`);
+  await setGain("1");
   // RNNoise worklet really loaded (wasm served from dist, CSP allows it).
   assert.equal(await a.page.$eval("#local-resources .resource.track[data-rnnoise]", (e) => e.dataset.rnnoise), "true", "RNNoise worklet loaded");
 });
@@ -337,6 +344,26 @@ test("File System Access path: the picked file handle receives the exact bytes",
   const got = await until("written", () => b.page.evaluate(() => window.picked));
   assert.deepEqual(got, { name: "picked.bin", sha: sent });
   await b.page.evaluate(() => delete window.showSaveFilePicker);
+});
+
+test("without a service worker or File System Access, a download still arrives intact (memory fallback)", T, async () => {
+  const { alice: a } = users;
+  const f = await join("frank", SECRET, { serviceWorkers: "block" });
+  const sent = await a.page.evaluate(async () => {
+    const buf = crypto.getRandomValues(new Uint8Array(60000));
+    const blob = new Blob([buf, buf, buf, buf, buf, buf, buf, buf, buf, buf, buf, buf, buf, buf, buf, buf, buf, buf]);
+    window.keksbox.addFiles([new File([blob], "memory.bin")]);
+    const d = new Uint8Array(await crypto.subtle.digest("SHA-256", await blob.arrayBuffer()));
+    return Array.from(d, (x) => x.toString(16).padStart(2, "0")).join("");
+  });
+  const sel = `${remoteRes(f, a, "file")}:has-text("memory.bin")`;
+  await f.page.waitForSelector(`${sel}[data-state=available]`);
+  assert.equal(await f.page.evaluate(() => !!navigator.serviceWorker?.controller), false);
+  const [download] = await Promise.all([f.page.waitForEvent("download"), f.page.click(`${sel} button`)]);
+  assert.equal(download.suggestedFilename(), "memory.bin");
+  assert.equal(createHash("sha256").update(await readFile(await download.path())).digest("hex"), sent);
+  await f.ctx.close();
+  delete users.frank;
 });
 
 test("the sender cancels one receiver's download; the receiver sees it failed", T, async () => {

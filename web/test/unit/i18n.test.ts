@@ -29,3 +29,11 @@ test("language follows the preference, then the browser, then English", () => {
   setLanguage(undefined, ["fr-FR"]);
   assert.equal(t("members_count", { n: 3 }), "3 present");
 });
+
+test("every preference shown in the settings panel has a description in every language", async () => {
+  const { PREFS } = await import("../../src/protocol/prefs");
+  for (const [k, d] of Object.entries(PREFS)) {
+    if ((d as { internal?: boolean }).internal) continue;
+    for (const l of Object.keys(LANGUAGES)) assert.ok(`pref_${k}` in LANGUAGES[l]!, `${l}: pref_${k}`);
+  }
+});

@@ -191,7 +191,7 @@ const events: RoomEvents = {
     const u = memberUi.get(m.id);
     if (!u) return;
     u.name.textContent = nameOf(m);
-    res_labels(m);
+    refreshResourceLabels(m);
     if (!u.announced) {
       u.announced = true;
       chatLine("join", t("joined_line", { name: nameOf(m) }));
@@ -313,7 +313,7 @@ function audioBlocked(): void {
   notices.append(b);
 }
 
-function res_labels(m: Member): void {
+function refreshResourceLabels(m: Member): void {
   for (const r of m.resources.values()) {
     const u = resUi.get(r);
     const l = u?.li.querySelector(".label");

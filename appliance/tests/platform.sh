@@ -46,6 +46,9 @@ start_box() {
   STATE="$TMP/state-$RANDOM"
   LOG="$STATE.log"
   mkdir -p "$STATE"
+  # Create the log before the server starts: the loop below reads it at once, and the
+  # background job might not have opened it yet (seen on a clean clone: "can't read").
+  : > "$LOG"
   cat > "$STATE.toml" <<EOF
 [server]
 bind = "127.0.0.1:0"

@@ -116,51 +116,86 @@ async fn bench(addr: &str, pid: u32) -> anyhow::Result<()> {
     let rss_idle = rss_kib(pid)?;
     let per_conn = (rss_idle.saturating_sub(rss_before)) as f64 / total as f64;
 
-    let t0 = Instant::now();
-    let tasks: Vec<_> = ready.into_iter().map(|(ws, _)| tokio::spawn(client(ws))).collect();
-    let mut latencies = Vec::with_capacity(total * MESSAGES * (PER_ROOM - 1));
-    for t in tasks {
-        latencies.extend(t.await??);
-    }
-    let elapsed = t0.elapsed();
+    let (ready, load) = phase(ready, MESSAGES, WINDOW).await?;
     let rss_busy = rss_kib(pid)?;
-    latencies.sort_unstable();
-    let deliveries = latencies.len();
-    let pct = |p: f64| latencies[((deliveries as f64 * p) as usize).min(deliveries - 1)] as f64 / 1000.0;
+    let (_, light) = phase(ready, 50, 1).await?;
 
     println!("keksbox relay benchmark: {total} connections in {ROOMS} rooms of {PER_ROOM}, {PAYLOAD}-byte broadcasts");
-    println!("  deliveries:           {deliveries} in {:.2} s", elapsed.as_secs_f64());
     println!(
-        "  deliveries/s:         {:.0}",
-        deliveries as f64 / elapsed.as_secs_f64()
+        "  saturated (window {WINDOW}): {} deliveries in {:.2} s = {:.0} deliveries/s, latency p50 {:.2} ms, p99 {:.2} ms",
+        load.deliveries,
+        load.seconds,
+        load.deliveries as f64 / load.seconds,
+        load.p50_ms,
+        load.p99_ms
     );
-    println!("  latency p50 / p99:    {:.2} ms / {:.2} ms", pct(0.50), pct(0.99));
     println!(
-        "  server RSS:           {rss_before} KiB before, {rss_idle} KiB with {total} idle, {rss_busy} KiB after load"
+        "  one message in flight per client: {:.0} deliveries/s, latency p50 {:.2} ms, p99 {:.2} ms",
+        light.deliveries as f64 / light.seconds,
+        light.p50_ms,
+        light.p99_ms
     );
-    println!("  RSS per idle conn:    {per_conn:.1} KiB");
+    println!("  server RSS: {rss_before} KiB before, {rss_idle} KiB with {total} idle, {rss_busy} KiB after load");
+    println!("  RSS per idle connection: {per_conn:.1} KiB");
     Ok(())
 }
 
-/// Sends MESSAGES broadcasts with at most WINDOW of its own in flight (measured by what it
-/// received from the others), and returns the latency of every message it received.
-async fn client(ws: Ws) -> anyhow::Result<Vec<u32>> {
-    let (mut tx, mut rx) = ws.split();
-    let expected = MESSAGES * (PER_ROOM - 1);
+struct Figures {
+    deliveries: usize,
+    seconds: f64,
+    p50_ms: f64,
+    p99_ms: f64,
+}
+
+/// Every client sends `messages` broadcasts with `window` in flight; returns the sockets for
+/// the next phase and the figures.
+async fn phase(clients: Vec<(Ws, u64)>, messages: usize, window: usize) -> anyhow::Result<(Vec<(Ws, u64)>, Figures)> {
+    let t0 = Instant::now();
+    let tasks: Vec<_> = clients
+        .into_iter()
+        .map(|(ws, id)| tokio::spawn(async move { client(ws, messages, window).await.map(|(ws, l)| ((ws, id), l)) }))
+        .collect();
+    let mut latencies = Vec::with_capacity(tasks.len() * messages * (PER_ROOM - 1));
+    let mut back = Vec::with_capacity(tasks.len());
+    for t in tasks {
+        let (c, l) = t.await??;
+        back.push(c);
+        latencies.extend(l);
+    }
+    let seconds = t0.elapsed().as_secs_f64();
+    latencies.sort_unstable();
+    let deliveries = latencies.len();
+    anyhow::ensure!(deliveries > 0, "nothing was delivered");
+    let pct = |p: f64| latencies[((deliveries as f64 * p) as usize).min(deliveries - 1)] as f64 / 1000.0;
+    Ok((
+        back,
+        Figures {
+            deliveries,
+            seconds,
+            p50_ms: pct(0.50),
+            p99_ms: pct(0.99),
+        },
+    ))
+}
+
+/// Sends `messages` broadcasts with at most `window` of its own in flight (measured by what
+/// it received from the others), and returns the latency of every message it received.
+async fn client(mut ws: Ws, messages: usize, window: usize) -> anyhow::Result<(Ws, Vec<u32>)> {
+    let expected = messages * (PER_ROOM - 1);
     let mut lat = Vec::with_capacity(expected);
     let mut sent = 0;
     while lat.len() < expected {
         // Send while the room keeps up: others' messages received track our own progress.
-        while sent < MESSAGES && lat.len() + WINDOW * (PER_ROOM - 1) >= sent * (PER_ROOM - 1) {
+        while sent < messages && lat.len() + window * (PER_ROOM - 1) >= sent * (PER_ROOM - 1) {
             let stamp = format!("{:020}", micros());
             let body = format!(
                 r#"{{"relay":{{"message":"{stamp}{}"}}}}"#,
                 "A".repeat(PAYLOAD - stamp.len())
             );
-            tx.send(Message::Text(body.into())).await?;
+            ws.send(Message::Text(body.into())).await?;
             sent += 1;
         }
-        let m = tokio::time::timeout(Duration::from_secs(30), rx.next())
+        let m = tokio::time::timeout(Duration::from_secs(30), ws.next())
             .await
             .context("no delivery for 30 s")?
             .context("connection closed")??;
@@ -172,7 +207,7 @@ async fn client(ws: Ws) -> anyhow::Result<Vec<u32>> {
         let stamp: u64 = msg.get(..20).and_then(|s| s.parse().ok()).context("bad stamp")?;
         lat.push(micros().saturating_sub(stamp).min(u32::MAX as u64) as u32);
     }
-    Ok(lat)
+    Ok((ws, lat))
 }
 
 fn rss_kib(pid: u32) -> anyhow::Result<u64> {

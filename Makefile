@@ -63,6 +63,8 @@ $(APT_STAMP):
 bench: web
 	$(CARGO) build --release -p keksbox -p keksbox-bench
 	target/release/keksbox-load --server target/release/keksbox
+	@# The browser runs in a network namespace of its own with only loopback, like the tests.
+	unshare -n sh -c 'ip link set lo up && KEKSBOX_BIN=$(CURDIR)/target/release/keksbox $(NPM) --prefix web run bench'
 	$(MAKE) bench-platform
 
 clippy:

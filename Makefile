@@ -48,7 +48,8 @@ web/node_modules/.package-lock.json: web/package.json web/package-lock.json
 
 deps: $(APT_STAMP)
 
-$(APT_STAMP):
+# The stamp depends on the Makefile, so a changed package list is installed again.
+$(APT_STAMP): Makefile
 	@mkdir -p target
 	@missing=""; for p in $(APT_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
 	if [ -n "$$missing" ]; then \

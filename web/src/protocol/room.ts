@@ -105,9 +105,11 @@ export class Room {
     }
   }
 
+  /** Seals and relays; rejects messages the relay would refuse (it closes the socket on those). */
   async send(inner: RelayMessage, to?: ClientId): Promise<void> {
     if (this.myId === null) return;
     const sealed = await this.key.sealMessage(this.myId, inner);
+    if (sealed.length > MAX_SEALED) throw new Error(`message too large for the relay (${sealed.length} bytes)`);
     this.relay(P.relay(sealed, to));
   }
 
@@ -214,6 +216,8 @@ export class Room {
 }
 
 const HANDLER_TIMEOUT_MS = 15_000;
+/** Stay below the relay's 8 MiB message limit, leaving room for the JSON around it. */
+const MAX_SEALED = 8 * 1024 * 1024 - 4096;
 
 function withTimeout(p: Promise<void>, ms: number): Promise<void> {
   let timer: ReturnType<typeof setTimeout> | undefined;

@@ -381,16 +381,41 @@ function sendChatText(): void {
   renderChat(username(), { text }, true);
 }
 
+/** Images above this are scaled down first: the relay limits one message to 8 MiB. */
+const IMAGE_DIRECT_MAX = 1_500_000;
+
 function sendImageFile(f: File): void {
   if (!/^image\/(png|jpeg|gif|webp)$/.test(f.type)) return;
-  const rd = new FileReader();
-  rd.onload = () => {
-    const data = String(rd.result);
-    if (!room || !SAFE_IMAGE.test(data)) return;
-    void room.sendChat({ image: data });
-    renderChat(username(), { image: data }, true);
-  };
-  rd.readAsDataURL(f);
+  void imageDataUrl(f).then((data) => {
+    if (!room || !data || !SAFE_IMAGE.test(data)) return;
+    void room.sendChat({ image: data }).then(
+      () => renderChat(username(), { image: data }, true),
+      (e) => notice(String(e instanceof Error ? e.message : e), "warn"),
+    );
+  });
+}
+
+async function imageDataUrl(f: File): Promise<string | null> {
+  if (f.size <= IMAGE_DIRECT_MAX) {
+    return new Promise((resolve) => {
+      const rd = new FileReader();
+      rd.onload = () => resolve(String(rd.result));
+      rd.onerror = () => resolve(null);
+      rd.readAsDataURL(f);
+    });
+  }
+  try {
+    const bmp = await createImageBitmap(f);
+    const scale = Math.min(1, 1920 / Math.max(bmp.width, bmp.height));
+    const c = document.createElement("canvas");
+    c.width = Math.round(bmp.width * scale);
+    c.height = Math.round(bmp.height * scale);
+    c.getContext("2d")?.drawImage(bmp, 0, 0, c.width, c.height);
+    return c.toDataURL("image/jpeg", 0.85);
+  } catch (e) {
+    console.warn("keksbox: cannot scale image", e);
+    return null;
+  }
 }
 
 imagePick.addEventListener("change", () => {

@@ -177,6 +177,28 @@ test("file pickers behind buttons: an image for the chat, a file to share", T, a
   await until("bob lists notes.txt", () => b.page.$$eval(`#members .member[data-id="${a.id}"] .resource.file .label`, (e) => e.some((x) => x.textContent.includes("notes.txt"))));
 });
 
+test("a large pasted image is scaled down so the relay accepts it", T, async () => {
+  const { alice: a, bob: b } = users;
+  const size = await a.page.evaluate(async () => {
+    const c = document.createElement("canvas");
+    c.width = 2400;
+    c.height = 1200;
+    const g = c.getContext("2d");
+    const img = g.createImageData(c.width, c.height);
+    for (let i = 0; i < img.data.length; i += 65536) crypto.getRandomValues(img.data.subarray(i, i + 65536));
+    for (let i = 3; i < img.data.length; i += 4) img.data[i] = 255;
+    g.putImageData(img, 0, 0);
+    const blob = await new Promise((r) => c.toBlob(r, "image/png"));
+    const dt = new DataTransfer();
+    dt.items.add(new File([blob], "big.png", { type: "image/png" }));
+    document.body.dispatchEvent(new ClipboardEvent("paste", { clipboardData: dt, bubbles: true }));
+    return blob.size;
+  });
+  assert.ok(size > 1_500_000, `test image is big: ${size}`);
+  await until("scaled image at bob", () => b.page.$$eval("#chat-log img.chat-image", (i) => i.some((x) => x.naturalWidth === 1920 && x.src.startsWith("data:image/jpeg"))));
+  assert.equal(await a.page.evaluate(() => window.keksbox.sig.id), a.id, "alice kept her relay connection");
+});
+
 test("a chat image opens in a popup as a blob URL", T, async () => {
   const { bob: b } = users;
   const [popup] = await Promise.all([b.ctx.waitForEvent("page"), b.page.click("#chat-log .image-button")]);
@@ -202,7 +224,7 @@ test("a hostile message renders inert", T, async () => {
   assert.equal(t.filter((x) => x.includes("unsupported format")).length, 2, "svg and javascript images blocked");
   const dom = await b.page.evaluate(() => ({
     pwned: window.pwned,
-    badImgs: [...document.querySelectorAll("img")].filter((i) => !i.src.startsWith("data:image/png")).map((i) => i.src.slice(0, 30)),
+    badImgs: [...document.querySelectorAll("img")].filter((i) => !/^data:image\/(png|jpeg|gif|webp);base64,/.test(i.src)).map((i) => i.src.slice(0, 30)),
     links: [...document.querySelectorAll("#chat-log a")].length,
     scripts: document.querySelectorAll("#chat-log script, #chat-log svg").length,
   }));

@@ -138,3 +138,14 @@ test("room: bad ciphertext, forged sender, non-members and unknown kinds are sur
   assert.deepEqual(log.filter((l) => l.startsWith("chat")), ['chat 7 {"text":"still alive"}']);
   assert.equal(warns.length, 5, warns.join("\n"));
 });
+
+test("room: a message the relay would refuse (over 8 MiB sealed) is rejected before sending", async () => {
+  const { room, sent, settle } = await setup();
+  room.handle({ kind: "client_join", id: 7 });
+  await settle();
+  const before = sent.length;
+  await assert.rejects(room.sendChat({ text: "x".repeat(7 * 1024 * 1024) }), /too large/);
+  await room.sendChat({ text: "small" });
+  await settle();
+  assert.equal(sent.length, before + 1);
+});

@@ -316,6 +316,8 @@ pub enum TrackKind {
 /// An ICE candidate in the shape of `RTCIceCandidate.toJSON()`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct IceCandidate {
+    /// Optional in `RTCIceCandidateInit`; missing means empty (end of candidates).
+    #[serde(default)]
     pub candidate: String,
     #[serde(rename = "sdpMid", default)]
     pub sdp_mid: Option<String>,
@@ -453,6 +455,13 @@ mod tests {
             panic!("expected provide")
         };
         assert_eq!(p.track_kind, Some(TrackKind::Unknown));
+    }
+
+    #[test]
+    fn ice_candidate_fields_are_optional_as_in_rtc_ice_candidate_init() {
+        let m: RelayMessage = serde_json::from_str(r#"{"ice_candidate":{}}"#).expect("parses");
+        let RelayMessage::IceCandidate(c) = m else { panic!("expected a candidate") };
+        assert_eq!((c.candidate.as_str(), c.sdp_mid, c.sdp_m_line_index), ("", None, None));
     }
 
     #[test]

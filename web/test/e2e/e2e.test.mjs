@@ -206,6 +206,24 @@ test("a chat image opens in a popup as a blob URL", T, async () => {
   await popup.close();
 });
 
+test("desktop notifications for chat while the tab is hidden", T, async () => {
+  const { alice: a, bob: b } = users;
+  await b.page.evaluate(() => {
+    window.shown = [];
+    window.Notification = class {
+      static permission = "granted";
+      constructor(title, o) {
+        window.shown.push(`${title}: ${o.body}`);
+      }
+    };
+    Object.defineProperty(document, "hidden", { configurable: true, get: () => true });
+  });
+  await a.page.fill("#chat-input", "are you there?");
+  await a.page.press("#chat-input", "Enter");
+  await until("notified", () => b.page.evaluate(() => window.shown.includes("keksbox: alice: are you there?")));
+  await b.page.evaluate(() => delete document.hidden);
+});
+
 test("a hostile message renders inert", T, async () => {
   const { alice: a, bob: b } = users;
   const svg = "data:image/svg+xml;base64," + Buffer.from('<svg xmlns="http://www.w3.org/2000/svg" onload="window.pwned=1"><script>window.pwned=2</script></svg>').toString("base64");
@@ -530,6 +548,12 @@ test("fragment change switches rooms without a reload; keybindings; old-link and
   assert.equal(notes.length, 2, JSON.stringify(notes));
   assert.match(notes.join(" "), /short/);
   assert.match(notes.join(" "), /redirected/);
+  // The same page as a plain-http LAN address would see it (127.0.0.1 itself counts as secure).
+  const q = await ctx.newPage();
+  await q.addInitScript(() => Object.defineProperty(window, "isSecureContext", { value: false }));
+  await q.goto(`${BASE}/room#${SECRET}-insecure`);
+  await q.waitForSelector("body[data-state=joined]");
+  assert.match((await q.$$eval("#notices .warn", (e) => e.map((x) => x.textContent))).join(" "), /not in a secure context/);
   await ctx.close();
 });
 

@@ -43,6 +43,8 @@ pub struct Limits {
     pub idle_timeout_secs: u64,
     pub handshake_timeout_secs: u64,
     pub write_timeout_secs: u64,
+    pub relay_bytes_per_sec: usize,
+    pub relay_burst_bytes: usize,
 }
 
 /// `[webrtc]`: ICE servers for browsers.
@@ -74,6 +76,8 @@ impl Default for Limits {
             idle_timeout_secs: 90,
             handshake_timeout_secs: 10,
             write_timeout_secs: 10,
+            relay_bytes_per_sec: 32 << 20,
+            relay_burst_bytes: 64 << 20,
         }
     }
 }
@@ -128,6 +132,8 @@ impl Config {
             ("limits.idle_timeout_secs", l.idle_timeout_secs as usize),
             ("limits.handshake_timeout_secs", l.handshake_timeout_secs as usize),
             ("limits.write_timeout_secs", l.write_timeout_secs as usize),
+            ("limits.relay_bytes_per_sec", l.relay_bytes_per_sec),
+            ("limits.relay_burst_bytes", l.relay_burst_bytes),
         ] {
             anyhow::ensure!(value > 0, "{name} must be greater than 0");
         }

@@ -128,11 +128,11 @@ impl Hub {
         }
     }
 
-    fn handle(&self, id: ClientId, packet: ServerboundPacket) -> Result<(), RegistryError> {
+    /// Feeds one packet to the registry and delivers the result; returns the bytes queued.
+    fn handle(&self, id: ClientId, packet: ServerboundPacket) -> Result<usize, RegistryError> {
         let mut inner = self.lock();
         let outputs = inner.registry.handle(id, packet)?;
-        self.deliver(&mut inner, outputs);
-        Ok(())
+        Ok(self.deliver(&mut inner, outputs))
     }
 
     fn disconnect(&self, id: ClientId) {
@@ -144,7 +144,8 @@ impl Hub {
 
     /// Pushes outputs into queues; evicts (and announces the leave of) clients whose queue
     /// is full. Evictions can cascade, hence the work list.
-    fn deliver(&self, inner: &mut Inner, outputs: Vec<Output>) {
+    fn deliver(&self, inner: &mut Inner, outputs: Vec<Output>) -> usize {
+        let mut queued = 0;
         let mut work: VecDeque<Output> = outputs.into();
         while let Some(Output { to, packet }) = work.pop_front() {
             let text = match serde_json::to_string(&packet) {
@@ -158,6 +159,7 @@ impl Hub {
             for id in to {
                 let Some(queue) = inner.clients.get(&id) else { continue };
                 if queue.push(text.clone(), self.limits.send_queue_bytes) {
+                    queued += text.len();
                     continue;
                 }
                 warn!("client {id} does not read its messages fast enough: disconnecting it");
@@ -165,6 +167,38 @@ impl Hub {
                 work.extend(inner.registry.disconnect(id));
             }
         }
+        queued
+    }
+}
+
+/// Paces what one client makes the relay deliver: a token bucket over queued bytes. Time is
+/// an input, so the arithmetic is tested without clocks.
+#[derive(Debug)]
+struct Pacer {
+    rate: f64,
+    burst: f64,
+    tokens: f64,
+    last: Instant,
+}
+
+impl Pacer {
+    fn new(limits: &Limits, now: Instant) -> Self {
+        let burst = limits.relay_burst_bytes as f64;
+        Pacer {
+            rate: limits.relay_bytes_per_sec as f64,
+            burst,
+            tokens: burst,
+            last: now,
+        }
+    }
+
+    /// Charges `bytes` delivered at `now`; returns when the client may be read from again
+    /// (`None`: at once).
+    fn charge(&mut self, now: Instant, bytes: usize) -> Option<Instant> {
+        let elapsed = now.saturating_duration_since(self.last).as_secs_f64();
+        self.last = now;
+        self.tokens = (self.tokens + elapsed * self.rate).min(self.burst) - bytes as f64;
+        (self.tokens < 0.0).then(|| now + std::time::Duration::from_secs_f64(-self.tokens / self.rate))
     }
 }
 
@@ -218,10 +252,13 @@ where
     let idle = hub.limits.idle_timeout();
     let write_timeout = hub.limits.write_timeout();
     let mut deadline = Instant::now() + idle;
+    let mut pacer = Pacer::new(&hub.limits, Instant::now());
+    // Set while the client has used up its delivery budget: its socket is not read until then.
+    let mut resume: Option<Instant> = None;
 
     let end = loop {
         tokio::select! {
-            frame = ws.next() => {
+            frame = ws.next(), if resume.is_none() => {
                 deadline = Instant::now() + idle;
                 match frame {
                     None => break End::ClientClosed,
@@ -234,8 +271,15 @@ where
                                         None => debug!("client {id} leaves its room"),
                                     }
                                 }
-                                if let Err(e) = hub.handle(id, packet) {
-                                    break End::Protocol(CloseCode::Policy, e.to_string());
+                                match hub.handle(id, packet) {
+                                    Ok(queued) => {
+                                        resume = pacer.charge(Instant::now(), queued);
+                                        // Time spent paused by us is not the client's silence.
+                                        if let Some(at) = resume {
+                                            deadline = deadline.max(at + idle);
+                                        }
+                                    }
+                                    Err(e) => break End::Protocol(CloseCode::Policy, e.to_string()),
                                 }
                             }
                             Err(e) => break End::Protocol(CloseCode::Policy, format!("malformed packet: {e}")),
@@ -258,6 +302,7 @@ where
                     Err(_) => break End::WriteStalled,
                 }
             }
+            () = tokio::time::sleep_until(resume.unwrap_or(deadline)), if resume.is_some() => resume = None,
             () = tokio::time::sleep_until(deadline) => break End::Idle,
             _ = shutdown.changed() => break End::Shutdown,
         }
@@ -369,6 +414,26 @@ mod tests {
         assert!(q.push("123".into(), 8));
         assert!(!q.push("".into(), 8), "count bound");
         assert_eq!(q.bytes.load(Ordering::Relaxed), 8);
+    }
+
+    #[test]
+    fn pacer_allows_a_burst_then_the_rate() {
+        let limits = Limits {
+            relay_bytes_per_sec: 1000,
+            relay_burst_bytes: 5000,
+            ..Limits::default()
+        };
+        let t0 = Instant::now();
+        let mut p = Pacer::new(&limits, t0);
+        assert_eq!(p.charge(t0, 5000), None, "a full burst passes");
+        let wait = p.charge(t0, 500).expect("over budget");
+        assert_eq!(wait - t0, std::time::Duration::from_millis(500));
+        // After a second the rate has refilled 1000 bytes: 500 owed, 500 left.
+        assert_eq!(p.charge(t0 + std::time::Duration::from_secs(1), 500), None);
+        // Refill never exceeds the burst.
+        let later = t0 + std::time::Duration::from_secs(3600);
+        assert_eq!(p.charge(later, 5000), None);
+        assert!(p.charge(later, 1).is_some());
     }
 
     #[test]

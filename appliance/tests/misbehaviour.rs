@@ -251,3 +251,47 @@ async fn client_config_limits_are_not_tungstenite_defaults() {
     assert!(c.read_buffer_size <= 8 << 10);
     assert!(c.max_write_buffer_size < 64 << 20);
 }
+
+#[tokio::test]
+async fn flooding_member_is_paced_and_cannot_crowd_out_others() {
+    let mut config = Config::default();
+    config.limits.relay_bytes_per_sec = 100_000;
+    config.limits.relay_burst_bytes = 100_000;
+    let relay = Relay::start(config).await;
+    let (mut flooder, mut quiet, mut reader) = (relay.client().await, relay.client().await, relay.client().await);
+    for c in [&mut flooder, &mut quiet, &mut reader] {
+        c.join(&hash('f')).await;
+    }
+    for c in [&mut flooder, &mut quiet, &mut reader] {
+        for _ in 0..3 {
+            c.recv().await;
+        }
+    }
+    // Six 50 kB messages to one recipient: 300 kB against a 100 kB burst at 100 kB/s.
+    let payload = "y".repeat(50_000);
+    let started = Instant::now();
+    for _ in 0..6 {
+        flooder.relay(Some(reader.id), &payload).await;
+    }
+    quiet.relay(Some(reader.id), "me too").await;
+    let mut order = Vec::new();
+    while order.len() < 7 {
+        let p = reader.recv().await;
+        order.push(p["message"]["sender"].as_u64().unwrap());
+    }
+    let elapsed = started.elapsed();
+    // The budget is charged after each delivery: messages 3 to 6 each overdraw it by 50 kB,
+    // so the 6th is read 3 x 0.5 s after the start.
+    assert!(
+        elapsed >= Duration::from_millis(1400),
+        "the flood was paced: {elapsed:?}"
+    );
+    let quiet_at = order.iter().position(|&s| s == quiet.id).unwrap();
+    assert!(
+        quiet_at < 6,
+        "the quiet member was not queued behind the whole flood: {order:?}"
+    );
+    // The flooder was slowed down, not disconnected.
+    flooder.relay(Some(reader.id), "still here").await;
+    assert_eq!(reader.recv().await, message_packet(flooder.id, "still here"));
+}

@@ -29,17 +29,24 @@ export function initLanguage(): void {
 
 export interface ClientConfig {
   webrtc: { stun?: string; turn?: string; turn_user?: string; turn_cred?: string };
+  /** keksbox only: its TLS certificate, so people can compare it with what the browser shows. */
+  appliance?: { fingerprint_sha256?: string };
+}
+
+/** /config.json, or an empty config when the server has none. */
+export async function clientConfig(): Promise<ClientConfig> {
+  try {
+    const r = await fetch("/config.json");
+    if (r.ok) return (await r.json()) as ClientConfig;
+  } catch (e) {
+    console.warn("keksbox: no /config.json, using no ICE servers", e);
+  }
+  return { webrtc: {} };
 }
 
 /** ICE servers from /config.json; none when the appliance has none configured (LAN). */
 export async function rtcConfig(): Promise<RTCConfiguration> {
-  let cfg: ClientConfig = { webrtc: {} };
-  try {
-    const r = await fetch("/config.json");
-    if (r.ok) cfg = (await r.json()) as ClientConfig;
-  } catch (e) {
-    console.warn("keksbox: no /config.json, using no ICE servers", e);
-  }
+  const cfg = await clientConfig();
   const servers: RTCIceServer[] = [];
   const w = cfg.webrtc ?? {};
   if (w.stun) servers.push({ urls: w.stun });

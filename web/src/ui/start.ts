@@ -4,7 +4,7 @@
 import { roomHash } from "../protocol/crypto";
 import { formatRoomWatches, generateSecret, parseRoomWatches } from "../protocol/secret";
 import { Signaling, signalingUrl } from "../protocol/signaling";
-import { initLanguage, prefs, username } from "./common";
+import { clientConfig, initLanguage, prefs, username } from "./common";
 import { clear, h, labelled } from "./el";
 import { t } from "./i18n";
 
@@ -16,6 +16,8 @@ const [nameField, nameInput] = labelled(t("your_name"), h("input", { type: "text
 const [roomField, roomInput] = labelled(t("room_name"), h("input", { type: "text", autocomplete: "off", spellcheck: "false", value: generateSecret(), class: "secret" }));
 const list = h("ul", { class: "known", id: "known-rooms" });
 const counts = new Map<string, HTMLElement>();
+// Filled in when the appliance serves HTTPS with its own certificate.
+const fingerprint = h("section", { id: "fingerprint", "aria-labelledby": "fingerprint-h", hidden: true });
 
 app.append(
   h("header", {}, h("h1", {}, t("app_name"))),
@@ -32,6 +34,7 @@ app.append(
       h("div", { class: "row" }, h("button", { type: "button", id: "new-name", onclick: () => (roomInput.value = generateSecret()) }, t("new_name")), h("button", { type: "submit", id: "join", class: "primary" }, t("join"))),
     ),
     h("section", { "aria-labelledby": "known-h" }, h("h2", { id: "known-h" }, t("known_rooms")), list),
+    fingerprint,
   ),
 );
 
@@ -94,3 +97,13 @@ function forget(secret: string): void {
 
 sig.start();
 void render();
+
+/** Shows the appliance's certificate fingerprint, for comparison with the browser's view. */
+async function showFingerprint(): Promise<void> {
+  const fp = (await clientConfig()).appliance?.fingerprint_sha256;
+  if (!fp) return;
+  fingerprint.append(h("h2", { id: "fingerprint-h" }, t("fingerprint_heading")), h("p", {}, t("fingerprint_help")), h("code", { class: "fingerprint" }, fp));
+  fingerprint.hidden = false;
+}
+
+void showFingerprint();

@@ -6,7 +6,7 @@ import assert from "node:assert/strict";
 import { spawn } from "node:child_process";
 import { createHash } from "node:crypto";
 import { readFileSync } from "node:fs";
-import { mkdtemp, readFile, rm } from "node:fs/promises";
+import { mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { dirname, join as pjoin } from "node:path";
 import { after, before, test } from "node:test";
@@ -424,6 +424,7 @@ test("start page: German by browser language, a long generated secret, join navi
   const p = await ctx.newPage();
   await p.goto(`${BASE}/`);
   assert.equal((await p.textContent("#join")).trim(), "Beitreten");
+  assert.ok(await p.$("#fingerprint[hidden]"), "no fingerprint without TLS");
   assert.equal(await p.getAttribute("html", "lang"), "de");
   const secret = await p.inputValue(".secret");
   assert.ok(secret.length * 6 >= 128, secret);
@@ -439,6 +440,27 @@ test("start page: German by browser language, a long generated secret, join navi
   await until("room remembered with its count", () => p.$$eval("#known-rooms li .count", (e) => e.some((x) => x.textContent === "2 anwesend")));
   await ctx.close();
   await until("erika gone", async () => !(await memberNames(users.alice.page)).includes("erika"));
+});
+
+test("start page over HTTPS shows the fingerprint of the certificate the relay generated", T, async () => {
+  const state = await mkdtemp(pjoin(tmpdir(), "keksbox-tls-"));
+  const port = PORT + 1000;
+  await writeFile(pjoin(state, "keksbox.toml"), `[server]\nbind = "127.0.0.1:${port}"\n[tls]\nredirect_bind = "127.0.0.1:0"\n`);
+  const out = [];
+  const p = spawn(BIN, ["--config", pjoin(state, "keksbox.toml"), "--state-dir", state, "--web-dir", pjoin(WEB, "dist")], { stdio: ["ignore", "pipe", "pipe"] });
+  p.stderr.on("data", (d) => out.push(String(d)));
+  try {
+    const logged = await until("the relay logs its fingerprint", () => out.join("").match(/fingerprint ([0-9A-F:]{95})/)?.[1]);
+    const ctx = await browser.newContext({ ignoreHTTPSErrors: true });
+    const page = await ctx.newPage();
+    await page.goto(`https://127.0.0.1:${port}/`);
+    const shown = await until("the fingerprint on the page", () => page.$eval("#fingerprint:not([hidden]) code", (e) => e.textContent).catch(() => null));
+    assert.equal(shown, logged);
+    await ctx.close();
+  } finally {
+    p.kill("SIGTERM");
+    await rm(state, { recursive: true, force: true });
+  }
 });
 
 test("three browsers see each other; room watch counts follow a join and a leave", T, async () => {

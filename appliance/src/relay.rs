@@ -11,6 +11,11 @@
 //! and the registry tells its room that it left. A task whose socket write stalls for
 //! longer than the write timeout, or whose client sends nothing for the idle timeout, closes
 //! too. No slow or silent client can grow memory or stall a room.
+//!
+//! The other way round, a client that makes the relay deliver more than
+//! `limits.relay_bytes_per_sec` (counted over all recipients, with a burst allowance) is
+//! paced: its socket is not read until its budget has refilled, so TCP slows it down and a
+//! member flooding the room cannot push the others' queues over their bounds.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicUsize, Ordering};

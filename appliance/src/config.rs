@@ -60,7 +60,10 @@ pub struct WebrtcConfig {
 // These mirror config/default.toml; a test checks that the two agree.
 impl Default for ServerConfig {
     fn default() -> Self {
-        ServerConfig { bind: SocketAddr::from(([127, 0, 0, 1], 8443)), web_dir: None }
+        ServerConfig {
+            bind: SocketAddr::from(([127, 0, 0, 1], 8443)),
+            web_dir: None,
+        }
     }
 }
 
@@ -99,20 +102,20 @@ impl Limits {
 impl Config {
     /// Parses a configuration text; missing keys take their defaults.
     pub fn parse(text: &str) -> anyhow::Result<Config> {
-        let config: Config = toml::from_str(text).map_err(|e| anyhow::anyhow!("{}", e.message().trim()).context(
-            match e.span() {
+        let config: Config = toml::from_str(text).map_err(|e| {
+            anyhow::anyhow!("{}", e.message().trim()).context(match e.span() {
                 Some(span) => format!("at line {}", line_of(text, span.start)),
                 None => "in the configuration".to_owned(),
-            },
-        ))?;
+            })
+        })?;
         config.validate()?;
         Ok(config)
     }
 
     /// Reads and parses a configuration file.
     pub fn load(path: &Path) -> anyhow::Result<Config> {
-        let text = std::fs::read_to_string(path)
-            .with_context(|| format!("cannot read config file {}", path.display()))?;
+        let text =
+            std::fs::read_to_string(path).with_context(|| format!("cannot read config file {}", path.display()))?;
         Config::parse(&text).with_context(|| format!("invalid config file {}", path.display()))
     }
 
@@ -137,7 +140,10 @@ impl Config {
         ] {
             anyhow::ensure!(value > 0, "{name} must be greater than 0");
         }
-        anyhow::ensure!(self.tls.handshake_timeout_secs > 0, "tls.handshake_timeout_secs must be greater than 0");
+        anyhow::ensure!(
+            self.tls.handshake_timeout_secs > 0,
+            "tls.handshake_timeout_secs must be greater than 0"
+        );
         anyhow::ensure!(
             // Port 0 asks for any free port: two of those never clash.
             !(self.tls.enabled
@@ -217,7 +223,10 @@ mod tests {
 
     #[test]
     fn errors_say_where() {
-        let err = format!("{:#}", Config::parse("\n\n[limits]\nmax_connections = \"many\"").expect_err("bad"));
+        let err = format!(
+            "{:#}",
+            Config::parse("\n\n[limits]\nmax_connections = \"many\"").expect_err("bad")
+        );
         assert!(err.contains("line 4"), "{err}");
     }
 }

@@ -107,7 +107,10 @@ pub async fn serve(
             () = &mut shutdown => break,
         }
     }
-    info!("shutting down: closing {} signaling connections", state.hub.stats().clients);
+    info!(
+        "shutting down: closing {} signaling connections",
+        state.hub.stats().clients
+    );
     let _ = stop_tx.send(true);
     drop(listener);
     state.tasks.wait(Duration::from_secs(5)).await;
@@ -180,7 +183,9 @@ mod tokio_util_lite {
 
     impl Default for TaskSet {
         fn default() -> Self {
-            TaskSet { live: Arc::new(watch::channel(0).0) }
+            TaskSet {
+                live: Arc::new(watch::channel(0).0),
+            }
         }
     }
 

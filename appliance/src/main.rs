@@ -68,7 +68,9 @@ fn run(args: Args) -> anyhow::Result<()> {
         None => Config::embedded()?,
     };
     if let Ok(bind) = std::env::var("BIND") {
-        config.server.bind = bind.parse().with_context(|| format!("BIND={bind:?} is not an address like 0.0.0.0:8080"))?;
+        config.server.bind = bind
+            .parse()
+            .with_context(|| format!("BIND={bind:?} is not an address like 0.0.0.0:8080"))?;
     }
     if let Some(bind) = args.bind {
         config.server.bind = bind;
@@ -84,7 +86,11 @@ fn run(args: Args) -> anyhow::Result<()> {
         Some(Command::RegenerateCert) => {
             let dir = keksbox::platform::state_dir(args.state_dir)?;
             let identity = keksbox::platform::regenerate_cert(&config, &dir)?;
-            println!("new certificate in {}: SHA-256 {}", dir.display(), identity.fingerprint());
+            println!(
+                "new certificate in {}: SHA-256 {}",
+                dir.display(),
+                identity.fingerprint()
+            );
             println!("restart keksbox (systemctl restart keksbox) to serve it");
             return Ok(());
         }
@@ -99,7 +105,10 @@ fn run(args: Args) -> anyhow::Result<()> {
             return Ok(());
         }
     }
-    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().context("cannot start the async runtime")?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
     runtime.block_on(async move {
         // Signal handlers go in before anything listens: a SIGTERM that arrives right after
         // start-up must still mean a clean shutdown, not the default of dying on the spot.

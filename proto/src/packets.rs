@@ -460,7 +460,9 @@ mod tests {
     #[test]
     fn ice_candidate_fields_are_optional_as_in_rtc_ice_candidate_init() {
         let m: RelayMessage = serde_json::from_str(r#"{"ice_candidate":{}}"#).expect("parses");
-        let RelayMessage::IceCandidate(c) = m else { panic!("expected a candidate") };
+        let RelayMessage::IceCandidate(c) = m else {
+            panic!("expected a candidate")
+        };
         assert_eq!((c.candidate.as_str(), c.sdp_mid, c.sdp_m_line_index), ("", None, None));
     }
 

@@ -217,15 +217,11 @@ async fn tls12_and_tls13_both_work() {
 async fn the_http_port_redirects_to_https() {
     let state = tempfile::tempdir().unwrap();
     let running = start(test_config(), state.path()).await.unwrap();
-    let mut tcp = TcpStream::connect(running.http.unwrap()).await.unwrap();
-    tcp.write_all(b"GET /room?x=1 HTTP/1.1\r\nHost: keksbox.local:8080\r\nConnection: close\r\n\r\n")
-        .await
-        .unwrap();
-    let mut resp = String::new();
-    tokio::time::timeout(WAIT, tcp.read_to_string(&mut resp))
-        .await
-        .unwrap()
-        .unwrap();
+    let resp = plain_request(
+        running.http.unwrap(),
+        "GET /room?x=1 HTTP/1.1\r\nHost: keksbox.local:8080",
+    )
+    .await;
     assert!(resp.starts_with("HTTP/1.1 308"), "{resp}");
     let want = format!("location: https://keksbox.local:{}/room?x=1\r\n", running.https.port());
     assert!(resp.to_ascii_lowercase().contains(&want), "{resp}");
@@ -277,15 +273,7 @@ async fn tls_off_serves_plain_http_and_no_redirect() {
     config.tls.enabled = false;
     let running = start(config, state.path()).await.unwrap();
     assert!(running.http.is_none());
-    let mut tcp = TcpStream::connect(running.https).await.unwrap();
-    tcp.write_all(b"GET /config.json HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
-        .await
-        .unwrap();
-    let mut resp = String::new();
-    tokio::time::timeout(WAIT, tcp.read_to_string(&mut resp))
-        .await
-        .unwrap()
-        .unwrap();
+    let resp = plain_request(running.https, "GET /config.json HTTP/1.1\r\nHost: x").await;
     assert!(resp.starts_with("HTTP/1.1 200"), "{resp}");
     assert!(!resp.contains("fingerprint"), "{resp}");
     assert!(
@@ -530,4 +518,18 @@ fn the_regenerate_cert_command_fails_clearly_on_a_bad_state_dir() {
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("not a directory") && err.contains("--state-dir"), "{err}");
+}
+
+/// Sends one plain-HTTP request (head without the final blank line) and reads the whole answer.
+async fn plain_request(addr: std::net::SocketAddr, head: &str) -> String {
+    let mut tcp = TcpStream::connect(addr).await.unwrap();
+    tcp.write_all(format!("{head}\r\nConnection: close\r\n\r\n").as_bytes())
+        .await
+        .unwrap();
+    let mut resp = String::new();
+    tokio::time::timeout(WAIT, tcp.read_to_string(&mut resp))
+        .await
+        .unwrap()
+        .unwrap();
+    resp
 }

@@ -13,7 +13,7 @@ import { after, before, test } from "node:test";
 import { fileURLToPath } from "node:url";
 import { chromium } from "playwright-core";
 
-import { connect } from "./wire-client.mjs";
+import { connect, deriveRoom, open } from "./wire-client.mjs";
 
 const WEB = pjoin(dirname(fileURLToPath(import.meta.url)), "..", "..");
 const BIN = process.env.KEKSBOX_BIN;
@@ -79,12 +79,24 @@ async function newContext(init = {}, opts = {}) {
 
 async function join(name, secret = SECRET, opts = {}) {
   const ctx = await newContext({}, opts);
+  const u = { name, ctx, page: null, id: null, inbound: null };
+  // The participant's relay sockets pass through the test: `u.inbound(message, send)`, when
+  // set, decides what the relay delivers to the page and when (see the glare test).
+  await ctx.routeWebSocket(/\/signaling$/, (ws) => {
+    const server = ws.connectToServer();
+    server.onMessage((m) => {
+      const send = (x) => ws.send(x);
+      if (u.inbound) u.inbound(m, send);
+      else send(m);
+    });
+  });
   const page = await ctx.newPage();
+  u.page = page;
   page.on("console", (m) => logs.push(`${name} ${m.type()}: ${m.text()}`));
   page.on("pageerror", (e) => logs.push(`${name} PAGEERROR: ${e}`));
   await page.goto(`${BASE}/room#${secret}?username=${name}`);
   await page.waitForSelector("body[data-state=joined]", { timeout: 20_000 });
-  const u = { name, ctx, page, id: await page.evaluate(() => window.keksbox.sig.id) };
+  u.id = await page.evaluate(() => window.keksbox.sig.id);
   users[name] = u;
   return u;
 }
@@ -514,15 +526,60 @@ test("axe-core: no violations on the start page and on a room page with two user
   await a.page.click("#share form[method=dialog] button");
 });
 
-test("simultaneous requests both ways (perfect negotiation): each side decodes the other's new camera", T, async () => {
+test("simultaneous requests both ways (perfect negotiation): both offers cross in flight; each side decodes the other's new camera", T, async () => {
   const { alice: a, bob: b } = users;
-  for (const u of [a, b]) await u.page.evaluate(() => window.change_pref("optional_video_default_enable", true));
-  // Both add a camera at once: each side auto-requests the other's, both add tracks, both offer.
-  await Promise.all([a.page.evaluate(() => document.getElementById("add-camera").click()), b.page.evaluate(() => document.getElementById("add-camera").click())]);
+  const { key } = deriveRoom(SECRET);
+  const peerOf = (u, other) => u.page.evaluate((id) => {
+    const p = window.keksbox.room.members.get(id).peer;
+    return { collisions: p.collisions, polite: p.polite, signaling: p.pc.signalingState };
+  }, other.id);
+  const before = { a: (await peerOf(a, b)).collisions, b: (await peerOf(b, a)).collisions };
+  // Hold back, at each page, the other's offer (and any negotiation message after it) until
+  // both offers are in flight: each side then gets an offer while waiting for its own answer.
+  const held = new Map([[a, []], [b, []]]);
+  let bothHeld;
+  const gate = new Promise((r) => (bothHeld = r));
+  const relayKind = (m) => {
+    try {
+      const p = JSON.parse(String(m));
+      return p.message ? Object.keys(JSON.parse(open(key, p.message.message)).inner)[0] : null;
+    } catch {
+      return null;
+    }
+  };
+  for (const u of [a, b]) {
+    u.inbound = (m, send) => {
+      const q = held.get(u);
+      const kind = relayKind(m);
+      if (kind === "offer" || (q.length > 0 && (kind === "answer" || kind === "ice_candidate"))) {
+        q.push({ m, send, kind });
+        if ([...held.values()].every((q) => q.some((x) => x.kind === "offer"))) bothHeld();
+      } else send(m);
+    };
+  }
+  const release = () => {
+    for (const u of [a, b]) u.inbound = null;
+    for (const q of held.values()) for (const x of q.splice(0)) x.send(x.m);
+  };
+  try {
+    for (const u of [a, b]) await u.page.evaluate(() => window.change_pref("optional_video_default_enable", true));
+    // Both add a camera: each side auto-requests the other's, both add a track, both offer.
+    await Promise.all([a.page.evaluate(() => document.getElementById("add-camera").click()), b.page.evaluate(() => document.getElementById("add-camera").click())]);
+    await Promise.race([gate, sleep(20_000).then(() => Promise.reject(new Error(`both offers were not in flight within 20 s: held ${JSON.stringify([...held.values()].map((q) => q.map((x) => x.kind)))}`)))]);
+    assert.equal((await peerOf(a, b)).signaling, "have-local-offer", "alice waits for the answer to her offer");
+    assert.equal((await peerOf(b, a)).signaling, "have-local-offer", "bob waits for the answer to his offer");
+  } finally {
+    release();
+  }
   await until("alice decodes bob's camera", () => a.page.$$eval(`${remoteRes(a, b, "video")}[data-state=active] video`, (vs) => vs.length === 1 && vs[0].videoWidth > 0));
   await until("bob decodes alice's second camera", () => b.page.$$eval(`${remoteRes(b, a, "video")}[data-state=active] video`, (vs) => vs.length === 2 && vs.every((v) => v.videoWidth > 0)));
-  const collisions = await a.page.evaluate((id) => window.keksbox.room.members.get(id).peer.collisions, b.id) + (await b.page.evaluate((id) => window.keksbox.room.members.get(id).peer.collisions, a.id));
-  console.log(`# offer collisions resolved: ${collisions}`);
+  await until("both stable", async () => (await peerOf(a, b)).signaling === "stable" && (await peerOf(b, a)).signaling === "stable");
+  const pa = await peerOf(a, b);
+  const pb = await peerOf(b, a);
+  console.log(`# offer collisions resolved: alice ${pa.collisions - before.a} (polite: ${pa.polite}), bob ${pb.collisions - before.b} (polite: ${pb.polite})`);
+  assert.notEqual(pa.polite, pb.polite, "exactly one side is polite");
+  assert.ok(pa.collisions - before.a >= 1, "alice saw the collision");
+  assert.ok(pb.collisions - before.b >= 1, "bob saw the collision");
   for (const u of [a, b]) await u.page.evaluate(() => window.change_pref("optional_video_default_enable", undefined));
 });
 

@@ -58,6 +58,9 @@ export class Room {
   username = "guest";
   private closed = false;
 
+  /** Resolves when every earlier `send` has been relayed (or failed). */
+  private sendOrder: Promise<void> = Promise.resolve();
+
   constructor(
     readonly hash: string,
     private readonly key: RoomKey,
@@ -105,12 +108,22 @@ export class Room {
     }
   }
 
-  /** Seals and relays; rejects messages the relay would refuse (it closes the socket on those). */
-  async send(inner: RelayMessage, to?: ClientId): Promise<void> {
-    if (this.myId === null) return;
-    const sealed = await this.key.sealMessage(this.myId, inner);
-    if (sealed.length > MAX_SEALED) throw new Error(`message too large for the relay (${sealed.length} bytes)`);
-    this.relay(P.relay(sealed, to));
+  /**
+   * Seals and relays; rejects messages the relay would refuse (it closes the socket on those).
+   * Messages are relayed in call order (an answer before the next offer), even when a later,
+   * smaller message finishes sealing first: sealing starts at once, relaying waits its turn.
+   */
+  send(inner: RelayMessage, to?: ClientId): Promise<void> {
+    if (this.myId === null) return Promise.resolve();
+    const sealing = this.key.sealMessage(this.myId, inner);
+    const sent = this.sendOrder.then(async () => {
+      const sealed = await sealing;
+      if (sealed.length > MAX_SEALED) throw new Error(`message too large for the relay (${sealed.length} bytes)`);
+      this.relay(P.relay(sealed, to));
+    });
+    // A failed message does not hold up the ones after it.
+    this.sendOrder = sent.catch(() => undefined);
+    return sent;
   }
 
   sendChat(msg: { text: string } | { image: string }): Promise<void> {

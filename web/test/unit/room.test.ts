@@ -340,6 +340,31 @@ async function pair(ids: number[]) {
   return { rooms, queue, pc, peer, pump, sdpFrom, idle, kind };
 }
 
+test("room: messages are relayed in call order even when a later one seals first", async () => {
+  const real = await RoomKey.fromBytes(unhex(KEY));
+  let calls = 0;
+  // The first seal (a big message, say) takes longer than the second.
+  const slowFirst = {
+    sealMessage: async (sender: number, inner: P.RelayMessage) => {
+      const delay = calls++ === 0 ? 30 : 0;
+      const sealed = await real.sealMessage(sender, inner);
+      await new Promise((r) => setTimeout(r, delay));
+      return sealed;
+    },
+  } as unknown as RoomKey;
+  const order: string[] = [];
+  const ev = new Proxy({}, { get: () => () => undefined }) as unknown as RoomEvents;
+  const room = new Room("a".repeat(64), slowFirst, (p) => {
+    const r = (p as { relay?: { message: string } }).relay;
+    if (r) order.push(r.message);
+    return true;
+  }, ev, { rtcConfig: {}, autoRequest: () => false });
+  room.reset(1);
+  await Promise.all([room.send(P.answer("first")), room.send(P.offer("second"))]);
+  const opened = await Promise.all(order.map((m) => real.openMessage(1, m)));
+  assert.deepEqual(opened, [{ answer: "first" }, { offer: "second" }]);
+});
+
 test("room: glare — both offer at once; the polite side (lower id) rolls back and answers, the impolite side ignores the offer", async () => {
   const { rooms, queue, pc, peer, pump, sdpFrom, idle, kind } = await pair([4, 9]);
   await pump(() => false, () => rooms.get(4)!.members.get(9)!.username === "u9" && rooms.get(9)!.members.get(4)!.username === "u4", "identify");

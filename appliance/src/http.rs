@@ -42,7 +42,11 @@ pub async fn route(state: Arc<State>, peer: String, req: Request<Incoming>) -> R
         "/room" | "/room.html" => page(&state, &req, "room.html"),
         _ => match path.strip_prefix("/room/") {
             Some(secret) if !secret.is_empty() => redirect(&format!("/room#{secret}?warn_redirect=true")),
-            _ => file(&state, &req, &path[1..]),
+            // An authority-form target (`GET host:443`) has an empty path: nothing to serve.
+            _ => match path.strip_prefix('/') {
+                Some(rel) => file(&state, &req, rel),
+                None => text(StatusCode::NOT_FOUND, "not found\n"),
+            },
         },
     };
     let mut response = with_headers(response);

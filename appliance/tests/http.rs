@@ -161,3 +161,14 @@ async fn signaling_without_upgrade_is_a_bad_request() {
     let relay = Relay::default().await;
     assert_eq!(get(&relay, "/signaling").await.status, 400);
 }
+
+/// Regression: `GET host:port` (authority form) has an empty path, and slicing off its
+/// leading `/` panicked the connection task, which the release profile's abort would have
+/// turned into the death of the whole relay.
+#[tokio::test]
+async fn authority_form_request_target_does_not_panic() {
+    let relay = Relay::default().await;
+    let r = request(&relay, "GET", "example.com:443", "").await;
+    assert_eq!(r.status, 404);
+    assert_eq!(get(&relay, "/version").await.status, 200);
+}

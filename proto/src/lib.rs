@@ -2,6 +2,8 @@
 //! clients (`rift`, `keksbox-peer`). No I/O lives here.
 //!
 //! # Layout
+//! - [`advert`]: what a box announces and clients pin: the certificate fingerprint, the
+//!   `_keksmeet._tcp` TXT record, the signaling path, the keep-alive interval.
 //! - [`packets`]: the wire types. Relay packets ([`packets::ServerboundPacket`],
 //!   [`packets::ClientboundPacket`]) travel as JSON text frames on `/signaling`; their
 //!   `message` strings carry a sealed [`packets::RelayMessageWrapper`].
@@ -20,6 +22,7 @@
 //! Session::handle_packet(ClientboundPacket) -> [Event], [Transmit]   (peers, with crypto)
 //! ```
 
+pub mod advert;
 #[cfg(feature = "crypto")]
 pub mod crypto;
 pub mod packets;

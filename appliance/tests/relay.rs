@@ -1,5 +1,5 @@
 //! Black-box tests of the relay: real WebSocket clients against `keksbox::run` on
-//! 127.0.0.1:0, covering PROTOCOL.md's "What the server does".
+//! 127.0.0.1:0, covering docs/PROTOCOL.md's "What the server does".
 #![allow(clippy::unwrap_used)]
 
 mod common;

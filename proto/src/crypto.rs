@@ -166,7 +166,7 @@ mod tests {
     use super::*;
     use crate::packets::ChatMessage;
 
-    // Vectors from PROTOCOL.md, computed independently of this code.
+    // Vectors from docs/PROTOCOL.md, computed independently of this code.
     const VECTORS: &[(&str, &str, &str)] = &[
         (
             "hunter2",

@@ -4,7 +4,7 @@
 //! send as [`Output`]s, in the order each recipient must receive them. The relay holds one
 //! `Registry` behind a lock and delivers the outputs; tests drive it directly.
 //!
-//! Rules (PROTOCOL.md, "What the server does"):
+//! Rules (docs/PROTOCOL.md, "What the server does"):
 //! - on join every member, the newcomer included, gets `client_join` for the newcomer, then
 //!   the newcomer gets `client_join` for each earlier member in join order; joining leaves the
 //!   previous room first;

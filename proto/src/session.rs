@@ -7,7 +7,7 @@
 //! packets to send. There is no I/O, no clock and no WebRTC here: the client wraps its
 //! WebRTC stack around the events, the way the web client's UI wraps its protocol module.
 //!
-//! Rules it keeps (PROTOCOL.md):
+//! Rules it keeps (docs/PROTOCOL.md):
 //! - on `init` it joins the room; to each member that appears afterwards (the ones already
 //!   there and every newcomer) it sends `identify` and a `provide` for each local resource;
 //! - a message whose sealed sender differs from the relay's stamp, that does not open, or

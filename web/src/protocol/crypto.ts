@@ -1,4 +1,4 @@
-// Room key and room hash derivation and message sealing, with WebCrypto only (PROTOCOL.md
+// Room key and room hash derivation and message sealing, with WebCrypto only (docs/PROTOCOL.md
 // "Room secret, key and hash"). Works in browsers and in Node (globalThis.crypto).
 
 import { ClientId, encodeWrapper, parseWrapper, RelayMessage, RoomHash } from "./packets";

@@ -1,4 +1,4 @@
-// File transfer over one data channel per request (PROTOCOL.md "File transfer"): binary
+// File transfer over one data channel per request (docs/PROTOCOL.md "File transfer"): binary
 // messages of at most 32 KiB, then the text "end", then close. A close without "end" is a
 // failed transfer. Flow control by bufferedAmount / bufferedAmountLowThreshold (64 KiB).
 

@@ -1,4 +1,4 @@
-// Wire packets of the keks-meet protocol (PROTOCOL.md). Serialisers build objects in the
+// Wire packets of the keks-meet protocol (docs/PROTOCOL.md). Serialisers build objects in the
 // exact key order the golden fixtures use, so JSON.stringify reproduces them byte for byte.
 // Parsers are lenient about what they do not know (newer peers add kinds) and strict about
 // the shape of what they do know: anything malformed becomes `null` plus a console warning.

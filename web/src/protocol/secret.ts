@@ -1,4 +1,4 @@
-// Room secrets from the page fragment (PROTOCOL.md): `#<secret>?key=value&...`. Nothing after
+// Room secrets from the page fragment (docs/PROTOCOL.md): `#<secret>?key=value&...`. Nothing after
 // `#` ever reaches the server; the secret only ever becomes a key and a hash locally.
 
 export interface RoomFragment {

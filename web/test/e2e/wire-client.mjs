@@ -1,4 +1,4 @@
-// A minimal keks-meet client written only from PROTOCOL.md and the golden fixtures, with
+// A minimal keks-meet client written only from docs/PROTOCOL.md and the golden fixtures, with
 // node:crypto and `ws`, sharing no code with the web client. Used by the wire-compatibility
 // test: if the web client and this agree, both agree with the protocol, not just each other.
 

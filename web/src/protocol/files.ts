@@ -72,14 +72,26 @@ export interface FileSink {
 
 /**
  * Receives a file from `ch` into `sink`. Resolves true on a complete transfer ("end" seen),
- * false if the channel closed early or the size is wrong.
+ * false if the channel closed early, the size is wrong (more bytes than announced fail at
+ * once, so a sender cannot fill the sink past what the receiver agreed to), or the sink
+ * refused a write (full disk, memory limit, download cancelled in the browser).
  */
 export function receiveFile(ch: ChannelLike, sink: FileSink, size: number | undefined, onProgress: (got: number) => void): Promise<boolean> {
   ch.binaryType = "arraybuffer";
   let got = 0;
+  /** "end" seen or the transfer failed: nothing more is accepted. */
   let ended = false;
+  let failed = false;
   let chain: Promise<unknown> = Promise.resolve();
   return new Promise((resolve) => {
+    const fail = (why: string) => {
+      if (failed) return;
+      ended = failed = true;
+      console.warn(`keksbox: file transfer failed: ${why}`);
+      sink.abort(why);
+      ch.close();
+      resolve(false);
+    };
     ch.addEventListener("message", (ev: { data: unknown }) => {
       if (ended) return;
       if (typeof ev.data === "string") {
@@ -87,30 +99,23 @@ export function receiveFile(ch: ChannelLike, sink: FileSink, size: number | unde
           console.warn("keksbox: ignoring unexpected text on file channel");
           return;
         }
+        if (size !== undefined && got !== size) return fail(`file ended at ${got} bytes, ${size} announced`);
         ended = true;
-        if (size !== undefined && got !== size) {
-          console.warn(`keksbox: file ended at ${got} bytes, ${size} announced`);
-          sink.abort("size mismatch");
-          resolve(false);
-          return;
-        }
-        chain = chain.then(() => sink.close()).then(
-          () => resolve(true),
+        chain = chain.then(() => (failed ? undefined : sink.close())).then(
+          () => resolve(!failed),
           () => resolve(false),
         );
         return;
       }
       const data = ev.data instanceof ArrayBuffer ? new Uint8Array(ev.data) : ArrayBuffer.isView(ev.data) ? new Uint8Array(ev.data.buffer) : null;
       if (!data) return;
+      if (size !== undefined && got + data.byteLength > size) return fail(`more than the ${size} bytes announced`);
       got += data.byteLength;
       onProgress(got);
-      chain = chain.then(() => sink.write(data));
+      chain = chain.then(() => (failed ? undefined : sink.write(data))).catch((e: unknown) => fail(`cannot write: ${e instanceof Error ? e.message : String(e)}`));
     });
     ch.addEventListener("close", () => {
-      if (ended) return;
-      ended = true;
-      sink.abort("closed before end");
-      resolve(false);
+      if (!ended) fail("closed before end");
     });
   });
 }

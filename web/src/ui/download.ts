@@ -3,12 +3,21 @@
 // browser's download manager, else (no service worker, e.g. plain http on a LAN) memory.
 
 import { FileSink } from "../protocol/files";
+import { formatBytes } from "./el";
+import { t } from "./i18n";
+
+/**
+ * The in-memory fallback holds the whole file until it is complete, so it is bounded: a larger
+ * (or lying) download fails with a message instead of exhausting a phone's memory.
+ */
+export const MEMORY_SINK_MAX = 256 * 1024 * 1024;
 
 interface SaveHandle {
   createWritable(): Promise<{ write(d: Uint8Array): Promise<void>; close(): Promise<void>; abort(): Promise<void> }>;
 }
 type SavePicker = (o: { suggestedName: string }) => Promise<SaveHandle>;
 
+/** Where the file goes; null if the user cancelled the picker. Throws (with a message for people) if it cannot be received. */
 export async function prepareSink(name: string, size: number | undefined): Promise<FileSink | null> {
   const picker = (window as unknown as { showSaveFilePicker?: SavePicker }).showSaveFilePicker;
   if (picker) {
@@ -23,7 +32,8 @@ export async function prepareSink(name: string, size: number | undefined): Promi
   }
   const sw = navigator.serviceWorker?.controller;
   if (sw) return swSink(sw, name, size);
-  return memorySink(name);
+  if (size !== undefined && size > MEMORY_SINK_MAX) throw new Error(t("download_too_large", { max: formatBytes(MEMORY_SINK_MAX) }));
+  return memorySink(MEMORY_SINK_MAX, (blob) => saveBlob(name, blob));
 }
 
 async function swSink(sw: ServiceWorker, name: string, size: number | undefined): Promise<FileSink> {
@@ -59,18 +69,33 @@ async function swSink(sw: ServiceWorker, name: string, size: number | undefined)
   };
 }
 
-function memorySink(name: string): FileSink {
-  const parts: BlobPart[] = [];
+/** Collects at most `limit` bytes; past it every write throws, so the transfer fails. */
+export function memorySink(limit: number, save: (b: Blob) => void): FileSink {
+  let parts: Uint8Array<ArrayBuffer>[] = [];
+  let total = 0;
+  let refused = false;
   return {
-    write: (c) => void parts.push(c.slice()),
-    close: () => {
-      const url = URL.createObjectURL(new Blob(parts));
-      const a = document.createElement("a");
-      a.href = url;
-      a.download = name;
-      a.click();
-      setTimeout(() => URL.revokeObjectURL(url), 60_000);
+    write: (c) => {
+      if (refused || total + c.byteLength > limit) {
+        refused = true;
+        parts = [];
+        throw new Error(`download exceeds the in-memory limit of ${formatBytes(limit)}`);
+      }
+      total += c.byteLength;
+      parts.push(c.slice());
     },
-    abort: () => void (parts.length = 0),
+    close: () => save(new Blob(parts)),
+    abort: () => {
+      parts = [];
+    },
   };
+}
+
+function saveBlob(name: string, blob: Blob): void {
+  const url = URL.createObjectURL(blob);
+  const a = document.createElement("a");
+  a.href = url;
+  a.download = name;
+  a.click();
+  setTimeout(() => URL.revokeObjectURL(url), 60_000);
 }

@@ -111,6 +111,11 @@ const en = {
   pref_enable_onbeforeunload: "Ask before leaving while sharing",
   pref_room_watches: "Known rooms (name=secret;…)",
   pref_language: "Language (en, de)",
+  download_too_large: "This file is too large to receive here: without a service worker (use https) downloads are kept in memory, at most {max}.",
+  link_asks: "This link asks to turn on: {what}.",
+  turn_on: "Turn on {what}",
+  chat_too_long: "Message not sent: at most {max} characters.",
+  chat_cut: "(cut at {max} characters)",
   unnamed_room: "Meeting",
 };
 
@@ -226,6 +231,11 @@ const de: Record<Key, string> = {
   pref_enable_onbeforeunload: "Vor dem Verlassen fragen, solange du teilst",
   pref_room_watches: "Bekannte Räume (name=geheim;…)",
   pref_language: "Sprache (en, de)",
+  download_too_large: "Diese Datei ist zu groß, um sie hier zu empfangen: ohne Service Worker (nutze https) werden Downloads im Speicher gehalten, höchstens {max}.",
+  link_asks: "Dieser Link möchte einschalten: {what}.",
+  turn_on: "{what} einschalten",
+  chat_too_long: "Nachricht nicht gesendet: höchstens {max} Zeichen.",
+  chat_cut: "(nach {max} Zeichen abgeschnitten)",
   unnamed_room: "Besprechung",
 };
 

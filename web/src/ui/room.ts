@@ -26,7 +26,7 @@ const notices = h("div", { id: "notices", "aria-live": "polite" });
 const members = h("ul", { id: "members", class: "members" });
 const localList = h("ul", { id: "local-resources", class: "resources" });
 const chatLog = h("div", { id: "chat-log", role: "log", "aria-live": "polite", "aria-labelledby": "chat-h" });
-const chatInput = h("input", { type: "text", id: "chat-input", autocomplete: "off", maxlength: 10000 });
+const chatInput = h("input", { type: "text", id: "chat-input", autocomplete: "off", maxlength: 10_000 });
 // The native pickers stay hidden; visible buttons open them (keeps focus visible and in order).
 const imagePick = h("input", { type: "file", id: "image-pick", accept: "image/png,image/jpeg,image/gif,image/webp", hidden: true, tabindex: -1 });
 const filePick = h("input", { type: "file", id: "file-pick", multiple: true, hidden: true, tabindex: -1 });
@@ -199,6 +199,7 @@ const events: RoomEvents = {
     }
   },
   chat(from, msg) {
+    if ("text" in msg && msg.text.length > MAX_CHAT_TEXT) msg = { text: `${msg.text.slice(0, MAX_CHAT_TEXT)} ${t("chat_cut", { max: MAX_CHAT_TEXT })}` };
     renderChat(nameOf(from), msg, false);
     notify("notify_chat", `${nameOf(from)}: ${"text" in msg ? msg.text : "🖼"}`);
   },
@@ -337,14 +338,38 @@ async function toggleRemote(r: RemoteResource): Promise<void> {
     return;
   }
   if (r.info.kind === "file") {
-    const sink = await prepareSink(r.info.label ?? "download", r.info.size);
+    let sink: FileSink | null;
+    try {
+      sink = await prepareSink(r.info.label ?? "download", r.info.size);
+    } catch (e) {
+      return notice(e instanceof Error ? e.message : String(e), "warn");
+    }
     if (!sink) return;
     pendingSinks.set(r, sink);
   }
   room.request(r);
 }
 
+/**
+ * A device preference the person set in their settings starts the device; one that comes from
+ * the link only offers a button: a link must not publish someone's camera to a room.
+ */
+function startPreferredDevice(pref: PrefKey, what: Key, start: () => Promise<void>): void {
+  if (!prefs.bool(pref)) return;
+  if (!prefs.fromFragment(pref)) return void start();
+  const b = h("button", { type: "button", class: "primary", "data-pref": pref }, t("turn_on", { what: t(what) }));
+  const p = h("p", { class: "notice link-device" }, t("link_asks", { what: t(what) }), " ", b);
+  b.addEventListener("click", () => {
+    p.remove();
+    void start();
+  });
+  notices.append(p);
+}
+
 // ---------- chat ----------
+
+/** Longest chat text sent or shown; longer received text is cut (keks-meet sets no limit). */
+export const MAX_CHAT_TEXT = 10_000;
 
 function renderChat(from: string, msg: { text: string } | { image: string }, mine: boolean): void {
   const who = h("span", { class: "from" }, from + ": ");
@@ -376,6 +401,7 @@ function openImage(data: string): void {
 function sendChatText(): void {
   const text = chatInput.value;
   if (!text.trim() || !room) return;
+  if (text.length > MAX_CHAT_TEXT) return notice(t("chat_too_long", { max: MAX_CHAT_TEXT }), "warn");
   chatInput.value = "";
   void room.sendChat({ text });
   renderChat(username(), { text }, true);
@@ -742,9 +768,9 @@ if (!first) {
   notices.append(h("p", {}, h("a", { href: "/" }, t("to_start"))));
 } else {
   void enterRoom(first).then(() => {
-    if (prefs.bool("microphone_enabled")) void addMicrophone();
-    if (prefs.bool("camera_enabled")) void addCamera();
-    if (prefs.bool("screencast_enabled")) void addScreen();
+    startPreferredDevice("microphone_enabled", "add_microphone", addMicrophone);
+    startPreferredDevice("camera_enabled", "add_camera", addCamera);
+    startPreferredDevice("screencast_enabled", "add_screen", addScreen);
   });
 }
 

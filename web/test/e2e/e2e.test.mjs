@@ -278,6 +278,58 @@ test("wire compatibility: a PROTOCOL.md-only client exchanges encrypted chat wit
   await until("wirebot leaves", async () => !(await memberNames(b.page)).includes("wirebot"));
 });
 
+test("chat text is limited: longer text is not sent, longer received text is cut", T, async () => {
+  const { alice: a, bob: b } = users;
+  const w = await connect(`ws://127.0.0.1:${PORT}/signaling`, SECRET, "longbot");
+  try {
+    await until("bob lists longbot", async () => (await memberNames(b.page)).includes("longbot"));
+    w.say({ chat: { text: "x".repeat(25_000) } });
+    const shown = await until("cut text at bob", () => b.page.$$eval("#chat-log .msg .text", (e) => e.map((x) => x.textContent).find((t) => t.startsWith("xxxx"))));
+    assert.equal(shown, `${"x".repeat(10_000)} (cut at 10000 characters)`);
+    // Typed (or pasted past maxlength by a script): refused with a notice, nothing leaves.
+    await a.page.$eval("#chat-input", (e) => (e.value = "y".repeat(10_001)));
+    await a.page.press("#chat-input", "Enter");
+    await until("notice", () => a.page.$$eval("#notices .warn", (e) => e.some((x) => x.textContent.includes("at most 10000 characters"))));
+    assert.equal((await a.page.inputValue("#chat-input")).length, 10_001, "the text stays in the field to shorten");
+    await a.page.fill("#chat-input", "short again");
+    await a.page.press("#chat-input", "Enter");
+    await until("the next message arrives", () => w.inbox.some((m) => m.from === a.id && m.inner.chat?.text === "short again"));
+    assert.ok(!w.inbox.some((m) => m.inner.chat?.text?.startsWith("yyy")), "the long text was never sent");
+  } finally {
+    w.close();
+  }
+  await until("longbot leaves", async () => !(await memberNames(b.page)).includes("longbot"));
+  await a.page.$$eval("#notices .warn", (e) => e.forEach((x) => x.remove()));
+});
+
+test("a link's camera_enabled/microphone_enabled/screencast_enabled start nothing without a click", T, async () => {
+  const ctx = await newContext();
+  await ctx.addInitScript(() => {
+    window.gumCalls = [];
+    const md = navigator.mediaDevices;
+    for (const f of ["getUserMedia", "getDisplayMedia"]) {
+      const orig = md[f].bind(md);
+      md[f] = (c) => (window.gumCalls.push(f), orig(c));
+    }
+  });
+  const p = await ctx.newPage();
+  await p.goto(`${BASE}/room#${SECRET}-link-devices?camera_enabled=1&microphone_enabled=1&screencast_enabled=1`);
+  await p.waitForSelector("body[data-state=joined]");
+  const offers = await until("three offers", async () => {
+    const t = await p.$$eval("#notices .link-device", (e) => e.map((x) => x.textContent));
+    return t.length === 3 && t;
+  });
+  assert.match(offers.join(" "), /This link asks to turn on: Camera/);
+  await sleep(500);
+  assert.deepEqual(await p.evaluate(() => window.gumCalls), [], "no device started by the link");
+  assert.equal(await p.$$eval("#local-resources .resource", (e) => e.length), 0);
+  await p.click('#notices button[data-pref="camera_enabled"]');
+  await until("camera after the click", async () => (await p.$$("#local-resources .resource.track")).length === 1);
+  assert.deepEqual(await p.evaluate(() => window.gumCalls), ["getUserMedia"]);
+  assert.equal(await p.$$eval("#notices .link-device", (e) => e.length), 2, "the used offer is gone");
+  await ctx.close();
+});
+
 test("camera: the receiver decodes frames after enabling", T, async () => {
   const { alice: a, bob: b } = users;
   await a.page.click("#add-camera");

@@ -46,6 +46,16 @@ export interface RoomEvents {
   peerState(m: Member): void;
 }
 
+/** What the UI may know about the connection to one member. */
+export interface PeerInfo {
+  connection: RTCPeerConnectionState;
+  ice: RTCIceConnectionState;
+  gathering: RTCIceGatheringState;
+  signaling: RTCSignalingState;
+  polite: boolean;
+  collisions: number;
+}
+
 export interface RoomOptions {
   rtcConfig: RTCConfiguration;
   autoRequest(info: ProvideInfo): boolean;
@@ -73,6 +83,28 @@ export class Room {
   reset(myId: ClientId): void {
     for (const m of [...this.members.values()]) this.removeMember(m);
     this.myId = myId;
+  }
+
+  /**
+   * Before the join: our relay id (null until the relay said it) and the resources we already
+   * share, announced to each member as they appear.
+   */
+  prepare(myId: ClientId | null, local: Iterable<LocalResource>): void {
+    this.myId = myId;
+    for (const r of local) this.local.set(r.id, r);
+  }
+
+  /** The connection to one member, for the UI (webrtc_debug, connection state); null if unknown. */
+  peerInfo(id: ClientId): PeerInfo | null {
+    const m = this.members.get(id);
+    if (!m) return null;
+    const pc = m.peer.pc;
+    return { connection: pc.connectionState, ice: pc.iceConnectionState, gathering: pc.iceGatheringState, signaling: pc.signalingState, polite: m.peer.polite, collisions: m.peer.collisions };
+  }
+
+  /** WebRTC statistics of the connection to one member (webrtc_debug); null if unknown. */
+  peerStats(id: ClientId): Promise<RTCStatsReport | null> {
+    return this.members.get(id)?.peer.pc.getStats() ?? Promise.resolve(null);
   }
 
   close(): void {

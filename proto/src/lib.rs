@@ -14,6 +14,8 @@
 //! - [`session`]: a peer's view of a room as a state machine: it turns relay traffic into
 //!   events (members, names, resources, chat, negotiation) and local intents into sealed
 //!   messages to send. Native clients put their WebRTC glue around it.
+//! - [`negotiation`]: perfect negotiation with one peer (glare, explicit rollback, early ICE
+//!   candidates) as a state machine for WebRTC stacks without implicit rollback.
 //!
 //! # Data flow
 //! ```text
@@ -25,6 +27,7 @@
 pub mod advert;
 #[cfg(feature = "crypto")]
 pub mod crypto;
+pub mod negotiation;
 pub mod packets;
 pub mod room;
 #[cfg(feature = "crypto")]

@@ -21,12 +21,9 @@ use std::time::{Duration, Instant};
 use mdns_sd::{DaemonEvent, HostnameResolutionEvent, IfKind, ServiceDaemon, ServiceEvent, ServiceInfo, TxtProperty};
 use serde::{Deserialize, Serialize};
 
-use crate::tls::Fingerprint;
+use keks_proto::advert::{Fingerprint, ServiceTxt};
 
-/// The DNS-SD service type native keks-meet clients browse for.
-pub const KEKSMEET_SERVICE: &str = "_keksmeet._tcp.local.";
-/// Where the signaling WebSocket lives (advertised in the `path` TXT key).
-pub const SIGNALING_PATH: &str = "/signaling";
+pub use keks_proto::advert::KEKSMEET_SERVICE;
 
 /// The `[mdns]` section of the config file.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
@@ -122,14 +119,11 @@ impl Announcer {
         let port = advert.listen.port();
         let fqdn = format!("{host}.");
         let web_type = if advert.tls { HTTPS_SERVICE } else { "_http._tcp.local." };
-        let mut keksmeet_txt = vec![
-            TxtProperty::from(("proto", keks_proto::PROTOCOL_VERSION.to_string().as_str())),
-            TxtProperty::from(("path", SIGNALING_PATH)),
-            TxtProperty::from(("tls", if advert.tls { "1" } else { "0" })),
-        ];
-        if let Some(fp) = advert.fingerprint.filter(|_| advert.tls) {
-            keksmeet_txt.push(TxtProperty::from(("fp", format!("sha-256 {fp}").as_str())));
-        }
+        let keksmeet_txt: Vec<TxtProperty> = ServiceTxt::current(advert.tls, advert.fingerprint)
+            .to_pairs()
+            .into_iter()
+            .map(|(key, value)| TxtProperty::from((key, value.as_str())))
+            .collect();
         let services = [
             ServiceInfo::new(
                 web_type,

@@ -31,8 +31,9 @@ use rustls::ServerConfig;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use serde::{Deserialize, Serialize};
-use sha2::{Digest, Sha256};
 use tokio::io::{AsyncRead, AsyncWrite};
+
+pub use keks_proto::advert::Fingerprint;
 
 /// The `[tls]` section of the config file.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
@@ -177,41 +178,6 @@ impl fmt::Display for Hint {
                 " (run `keksbox regenerate-cert` to make a new certificate; browsers will then show a new fingerprint)",
             ),
         }
-    }
-}
-
-/// The SHA-256 fingerprint of a certificate (DER), as browsers show it.
-#[derive(Clone, Copy, PartialEq, Eq, Hash)]
-pub struct Fingerprint([u8; 32]);
-
-impl Fingerprint {
-    /// The fingerprint of a DER-encoded certificate.
-    pub fn of(cert: &CertificateDer<'_>) -> Self {
-        Self(Sha256::digest(cert.as_ref()).into())
-    }
-
-    /// The 32 bytes of the digest.
-    pub fn as_bytes(&self) -> &[u8; 32] {
-        &self.0
-    }
-}
-
-/// Upper-case hex pairs joined by colons, as Firefox and Chromium show it.
-impl fmt::Display for Fingerprint {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        for (i, b) in self.0.iter().enumerate() {
-            if i > 0 {
-                f.write_str(":")?;
-            }
-            write!(f, "{b:02X}")?;
-        }
-        Ok(())
-    }
-}
-
-impl fmt::Debug for Fingerprint {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "Fingerprint({self})")
     }
 }
 
@@ -521,7 +487,9 @@ impl Identity {
 
     fn new(chain: Vec<CertificateDer<'static>>, key: PrivateKeyDer<'static>, source: CertSource) -> Self {
         // read_chain never returns an empty chain; the fallback only keeps this total.
-        let fingerprint = chain.first().map_or(Fingerprint([0; 32]), Fingerprint::of);
+        let fingerprint = chain
+            .first()
+            .map_or(Fingerprint::from_bytes([0; 32]), |c| Fingerprint::of_der(c.as_ref()));
         Self {
             chain,
             key,
@@ -856,14 +824,6 @@ mod tests {
         assert!(a.covers(&b));
         assert!(!b.covers(&a));
         assert_eq!(a.missing_from(&b), ["10.0.0.1"]);
-    }
-
-    #[test]
-    fn fingerprint_display_is_colon_separated_upper_hex() {
-        let fp = Fingerprint([0xab; 32]);
-        let s = fp.to_string();
-        assert_eq!(s.len(), 32 * 3 - 1);
-        assert!(s.starts_with("AB:AB:"));
     }
 
     #[test]

@@ -13,7 +13,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::time::Duration;
 
-use keksbox::tls::Fingerprint;
+use keks_proto::advert::Fingerprint;
 use rustls::pki_types::CertificateDer;
 use rustls::pki_types::pem::PemObject;
 
@@ -119,7 +119,7 @@ fn can_run() -> Result<(), String> {
 }
 
 fn fingerprint_of(cert_pem: &Path) -> Fingerprint {
-    Fingerprint::of(&CertificateDer::from_pem_file(cert_pem).unwrap())
+    Fingerprint::of_der(CertificateDer::from_pem_file(cert_pem).unwrap().as_ref())
 }
 
 #[test]

@@ -8,9 +8,9 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
+use keks_proto::advert::Fingerprint;
 use keksbox::config::Config;
 use keksbox::platform::{self, Listeners};
-use keksbox::tls::Fingerprint;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, ServerName};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -112,7 +112,7 @@ async fn get_tls_with(
     let tcp = TcpStream::connect(addr).await?;
     let server_name = ServerName::try_from(name.to_owned()).unwrap();
     let mut tls = tokio::time::timeout(WAIT, connector.connect(server_name, tcp)).await??;
-    let fingerprint = Fingerprint::of(&tls.get_ref().1.peer_certificates().unwrap()[0]);
+    let fingerprint = Fingerprint::of_der(tls.get_ref().1.peer_certificates().unwrap()[0].as_ref());
     tls.write_all(format!("GET {path} HTTP/1.1\r\nHost: {name}\r\nConnection: close\r\n\r\n").as_bytes())
         .await?;
     let mut response = String::new();
@@ -294,7 +294,7 @@ fn user_cert(dir: &Path, name: &str) -> (PathBuf, PathBuf, Fingerprint) {
     let key_path = dir.join(format!("{name}.key"));
     std::fs::write(&cert_path, cert.pem()).unwrap();
     std::fs::write(&key_path, key.serialize_pem()).unwrap();
-    (cert_path, key_path, Fingerprint::of(cert.der()))
+    (cert_path, key_path, Fingerprint::of_der(cert.der().as_ref()))
 }
 
 #[tokio::test]
@@ -497,7 +497,11 @@ fn the_regenerate_cert_command_prints_the_new_fingerprint() {
         String::from_utf8_lossy(&out.stdout).into_owned()
     };
     let first = run();
-    let on_disk = Fingerprint::of(&CertificateDer::from_pem_file(generated_cert(state.path())).unwrap());
+    let on_disk = Fingerprint::of_der(
+        CertificateDer::from_pem_file(generated_cert(state.path()))
+            .unwrap()
+            .as_ref(),
+    );
     assert!(first.contains(&format!("SHA-256 {on_disk}")), "{first}");
     let second = run();
     assert!(

@@ -16,6 +16,8 @@
 //!   messages to send. Native clients put their WebRTC glue around it.
 //! - [`negotiation`]: perfect negotiation with one peer (glare, explicit rollback, early ICE
 //!   candidates) as a state machine for WebRTC stacks without implicit rollback.
+//! - [`resources`]: which remote resources we requested and which arrived (tracks by stream
+//!   id, data channels by label, anything unrequested refused), and who receives each of ours.
 //!
 //! # Data flow
 //! ```text
@@ -29,6 +31,7 @@ pub mod advert;
 pub mod crypto;
 pub mod negotiation;
 pub mod packets;
+pub mod resources;
 pub mod room;
 #[cfg(feature = "crypto")]
 pub mod session;

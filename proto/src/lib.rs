@@ -18,6 +18,8 @@
 //!   candidates) as a state machine for WebRTC stacks without implicit rollback.
 //! - [`resources`]: which remote resources we requested and which arrived (tracks by stream
 //!   id, data channels by label, anything unrequested refused), and who receives each of ours.
+//! - [`file`]: file transfer framing on a data channel (binary chunks, then `end`), the
+//!   receiver's verdict (complete / failed) and the flow-control watermarks.
 //!
 //! # Data flow
 //! ```text
@@ -29,6 +31,7 @@
 pub mod advert;
 #[cfg(feature = "crypto")]
 pub mod crypto;
+pub mod file;
 pub mod negotiation;
 pub mod packets;
 pub mod resources;

@@ -26,9 +26,11 @@
 pub mod config;
 pub mod connect;
 pub mod discovery;
+pub mod room;
 pub mod server;
 pub mod signaling;
 pub mod trust;
 
+pub use room::{Room, RoomEvent, RoomOptions};
 pub use server::Server;
 pub use trust::{KnownServers, Trust};

@@ -1,0 +1,1015 @@
+//! One room: a task that owns the [`Session`], a [`Negotiator`] and a WebRTC peer
+//! connection per member, and the transfers running over them.
+//!
+//! The application holds a [`Room`] handle (commands in) and a receiver of [`RoomEvent`]s
+//! (events out). WebRTC callbacks never touch state: each only sends an [`Internal`] event
+//! into the task's channel, and the task decides. Per-transfer tasks move the bytes between
+//! a data channel and a file and report progress the same way.
+//!
+//! ```text
+//! Room::provide_file / download / chat ──Command──▶ room task ◀──Internal── webrtc callbacks
+//!                                                      │                    transfer tasks
+//!        RoomEvent (members, offers, progress) ◀───────┘
+//! ```
+//!
+//! Resources flow only on request (docs/PROTOCOL.md): a file we provide gets one data channel,
+//! labelled with its id, per member that requests it; a data channel a member opens to us
+//! is accepted only when its label is a file we requested from that member.
+
+use std::collections::{HashMap, VecDeque};
+use std::net::IpAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::BytesMut;
+use keks_proto::crypto::{RoomKey, room_hash};
+use keks_proto::negotiation::{Action, Input, Negotiator, SignalingState};
+use keks_proto::packets::{
+    ChatMessage, ClientId, ClientboundPacket, IceCandidate, ProvideInfo, RelayMessage, ResourceId, ResourceKind,
+    ServerboundPacket,
+};
+use keks_proto::session::{Event, Output, Session};
+use tokio::io::{AsyncReadExt as _, AsyncWrite, AsyncWriteExt as _};
+use tokio::sync::{mpsc, oneshot};
+use tokio::task::AbortHandle;
+use webrtc::data_channel::{DataChannel, DataChannelEvent};
+use webrtc::peer_connection::{
+    MediaEngine, PeerConnection, PeerConnectionBuilder, PeerConnectionEventHandler, RTCConfigurationBuilder,
+    RTCIceServer, RTCPeerConnectionIceEvent, RTCPeerConnectionState, RTCSessionDescription, Registry,
+    SettingEngineBuilder, register_default_interceptors,
+};
+
+use crate::config::IceServer;
+use crate::server::Server;
+use crate::signaling::{Signaling, SignalingEvent};
+use crate::trust::Trust;
+
+/// Largest binary message a file sender writes. Browsers accept up to 256 KiB; keks-meet's
+/// own browser client sends 32 KiB. 64 KiB is what a peer that announces no limit takes.
+pub const CHUNK: usize = 64 << 10;
+/// Bytes a sender keeps in flight per data channel before `send` waits (the window).
+pub const SEND_WINDOW: usize = 1 << 20;
+/// Commands waiting for the room task.
+const COMMAND_QUEUE: usize = 64;
+/// Events waiting for the application; when it does not read them the room task waits.
+const EVENT_QUEUE: usize = 1024;
+/// How long the sender waits for the last bytes to be acknowledged before closing.
+const DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// How a room is joined.
+#[derive(Debug, Clone)]
+pub struct RoomOptions {
+    /// The relay.
+    pub server: Server,
+    /// How its certificate is trusted.
+    pub trust: Trust,
+    /// The room secret (the part after `#` in the browser's URL). Never logged.
+    pub secret: String,
+    /// The name other members see.
+    pub username: String,
+    /// WebRTC settings.
+    pub ice: IceOptions,
+}
+
+/// WebRTC network settings.
+#[derive(Debug, Clone, Default)]
+pub struct IceOptions {
+    /// Local addresses to gather host candidates on; empty means every interface. A
+    /// loopback address here is used as given (tests in a namespace with only `lo`).
+    pub bind: Vec<IpAddr>,
+    /// ICE servers to use in addition to the server's `/config.json`.
+    pub extra_servers: Vec<IceServer>,
+    /// Do not fetch `/config.json` (no STUN/TURN unless `extra_servers`).
+    pub skip_server_config: bool,
+}
+
+/// A transfer's identity: the member on the other end and the resource.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct TransferKey {
+    /// The other member.
+    pub peer: ClientId,
+    /// The file resource.
+    pub id: ResourceId,
+}
+
+/// How a transfer is going.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Progress {
+    /// The data channel opened.
+    Started,
+    /// Bytes moved so far.
+    Bytes(u64),
+    /// All bytes moved and the end marker was exchanged.
+    Done(u64),
+    /// It stopped before the end.
+    Failed(String),
+}
+
+/// What happened in the room, for the application.
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum RoomEvent {
+    /// The signaling connection is up (again).
+    Connected,
+    /// The signaling connection dropped; it is retried.
+    Disconnected {
+        /// Why.
+        reason: String,
+        /// Whether a connection was ever made.
+        ever_connected: bool,
+    },
+    /// The room cannot go on (a refused certificate); the task has ended.
+    Fatal(String),
+    /// We are in the room as `id`.
+    Ready {
+        /// Our id.
+        id: ClientId,
+    },
+    /// A member appeared.
+    Joined(ClientId),
+    /// A member told its name.
+    Identified {
+        /// Who.
+        id: ClientId,
+        /// The name.
+        username: String,
+    },
+    /// A member left.
+    Left(ClientId),
+    /// A member offers a resource.
+    Provided {
+        /// Who.
+        from: ClientId,
+        /// What.
+        info: ProvideInfo,
+    },
+    /// A member withdrew a resource.
+    ProvideStopped {
+        /// Who.
+        from: ClientId,
+        /// Which.
+        id: ResourceId,
+    },
+    /// A chat message.
+    Chat {
+        /// Who.
+        from: ClientId,
+        /// What.
+        message: ChatMessage,
+    },
+    /// A member requested one of our files; an upload follows.
+    Requested(TransferKey),
+    /// Progress of sending one of our files to a member.
+    Upload(TransferKey, Progress),
+    /// Progress of receiving a member's file.
+    Download(TransferKey, Progress),
+    /// The WebRTC connection to a member changed state.
+    PeerConnection {
+        /// Who.
+        peer: ClientId,
+        /// connected, failed, ...
+        state: String,
+    },
+}
+
+/// Why a command failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum RoomError {
+    /// The room task has ended.
+    #[error("the room has been left")]
+    Gone,
+    /// The session refused (not connected yet, unknown resource...).
+    #[error(transparent)]
+    Session(#[from] keks_proto::session::SessionError),
+    /// The member or resource does not exist.
+    #[error("{0}")]
+    Unknown(String),
+}
+
+/// Where a provided file's bytes come from.
+#[derive(Debug, Clone)]
+pub enum Source {
+    /// A file, opened anew for each requester.
+    Path(PathBuf),
+}
+
+/// A file being received: where the bytes go and how many are announced.
+pub struct Sink {
+    /// The destination.
+    pub writer: Box<dyn AsyncWrite + Send + Sync + Unpin>,
+    /// The announced size, if any: more is a failure, and so is less at `end`.
+    pub expected: Option<u64>,
+}
+
+impl std::fmt::Debug for Sink {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Sink").field("expected", &self.expected).finish_non_exhaustive()
+    }
+}
+
+#[derive(Debug)]
+enum Command {
+    Provide {
+        info: ProvideInfo,
+        source: Source,
+        reply: oneshot::Sender<Result<(), RoomError>>,
+    },
+    StopProviding(ResourceId),
+    Download {
+        key: TransferKey,
+        sink: Sink,
+        reply: oneshot::Sender<Result<(), RoomError>>,
+    },
+    CancelDownload(TransferKey),
+    Chat(ChatMessage),
+}
+
+/// The application's handle to a room. Dropping every clone leaves the room.
+#[derive(Debug, Clone)]
+pub struct Room {
+    /// Bounded: an application that floods commands waits for the room task.
+    tx: mpsc::Sender<Command>,
+}
+
+impl Room {
+    /// Joins a room: derives the key and hash (a quarter second), connects and starts the
+    /// room task.
+    pub async fn join(options: RoomOptions) -> (Room, mpsc::Receiver<RoomEvent>) {
+        let secret = options.secret.clone();
+        // PBKDF2 with 250,000 rounds, twice: keep it off the async workers.
+        let derived = tokio::task::spawn_blocking(move || (RoomKey::derive(&secret), room_hash(&secret))).await;
+        let (key, hash) = match derived {
+            Ok(kh) => kh,
+            // spawn_blocking only fails if the derivation panicked, which it does not.
+            Err(e) => panic!("room key derivation failed: {e}"),
+        };
+        let session = Session::with_key(key, hash, options.username.clone());
+        let (tx, commands) = mpsc::channel(COMMAND_QUEUE);
+        let (events_tx, events) = mpsc::channel(EVENT_QUEUE);
+        tokio::spawn(run(options, session, commands, events_tx));
+        (Room { tx }, events)
+    }
+
+    async fn call<T>(&self, make: impl FnOnce(oneshot::Sender<Result<T, RoomError>>) -> Command) -> Result<T, RoomError> {
+        let (reply, rx) = oneshot::channel();
+        self.tx.send(make(reply)).await.map_err(|_| RoomError::Gone)?;
+        rx.await.map_err(|_| RoomError::Gone)?
+    }
+
+    /// Offers a file to the room (and to everyone who joins later). `info.kind` should be
+    /// [`ResourceKind::File`] with its size.
+    pub async fn provide(&self, info: ProvideInfo, source: Source) -> Result<(), RoomError> {
+        self.call(|reply| Command::Provide { info, source, reply }).await
+    }
+
+    /// Withdraws a resource; running uploads of it stop.
+    pub async fn stop_providing(&self, id: ResourceId) -> Result<(), RoomError> {
+        self.tx.send(Command::StopProviding(id)).await.map_err(|_| RoomError::Gone)
+    }
+
+    /// Requests a member's file into `sink`. Progress arrives as [`RoomEvent::Download`].
+    pub async fn download(&self, key: TransferKey, sink: Sink) -> Result<(), RoomError> {
+        self.call(|reply| Command::Download { key, sink, reply }).await
+    }
+
+    /// Stops a download (`request_stop`, channel closed).
+    pub async fn cancel_download(&self, key: TransferKey) -> Result<(), RoomError> {
+        self.tx.send(Command::CancelDownload(key)).await.map_err(|_| RoomError::Gone)
+    }
+
+    /// Sends a chat message to everyone.
+    pub async fn chat(&self, message: ChatMessage) -> Result<(), RoomError> {
+        self.tx.send(Command::Chat(message)).await.map_err(|_| RoomError::Gone)
+    }
+}
+
+/// What callbacks and transfer tasks tell the room task.
+enum Internal {
+    NegotiationNeeded(ClientId),
+    LocalCandidate(ClientId, IceCandidate),
+    ConnectionState(ClientId, RTCPeerConnectionState),
+    DataChannel(ClientId, Arc<dyn DataChannel>),
+    Upload(TransferKey, Progress),
+    Download(TransferKey, Progress),
+}
+
+/// The webrtc callbacks of one member's peer connection: each only forwards an event.
+struct Handler {
+    peer: ClientId,
+    /// Unbounded on purpose: the webrtc driver awaits these callbacks, and the room task
+    /// awaits the driver (create_offer...). A bounded channel could deadlock the two. The
+    /// events come from our own stack at negotiation pace, not at the rate of network bytes.
+    tx: mpsc::UnboundedSender<Internal>,
+}
+
+#[async_trait::async_trait]
+impl PeerConnectionEventHandler for Handler {
+    async fn on_negotiation_needed(&self) {
+        let _ = self.tx.send(Internal::NegotiationNeeded(self.peer));
+    }
+
+    async fn on_ice_candidate(&self, event: RTCPeerConnectionIceEvent) {
+        match event.candidate.to_json() {
+            Ok(init) => {
+                let candidate = IceCandidate {
+                    candidate: init.candidate,
+                    sdp_mid: init.sdp_mid,
+                    sdp_m_line_index: init.sdp_mline_index,
+                    username_fragment: init.username_fragment,
+                };
+                let _ = self.tx.send(Internal::LocalCandidate(self.peer, candidate));
+            }
+            Err(e) => log::warn!("cannot encode a local ICE candidate: {e}"),
+        }
+    }
+
+    async fn on_connection_state_change(&self, state: RTCPeerConnectionState) {
+        let _ = self.tx.send(Internal::ConnectionState(self.peer, state));
+    }
+
+    async fn on_data_channel(&self, data_channel: Arc<dyn DataChannel>) {
+        let _ = self.tx.send(Internal::DataChannel(self.peer, data_channel));
+    }
+}
+
+/// One member's WebRTC state.
+struct Peer {
+    pc: Arc<dyn PeerConnection>,
+    negotiator: Negotiator,
+}
+
+/// A file we provide.
+struct Provided {
+    source: Source,
+    size: Option<u64>,
+}
+
+/// A download we asked for and whose channel has not arrived yet, or is running.
+enum Download {
+    Waiting(Sink),
+    Running(AbortHandle),
+}
+
+struct Task {
+    options: RoomOptions,
+    session: Session,
+    signaling: Signaling,
+    ice_servers: Vec<IceServer>,
+    peers: HashMap<ClientId, Peer>,
+    provided: HashMap<ResourceId, Provided>,
+    uploads: HashMap<TransferKey, AbortHandle>,
+    downloads: HashMap<TransferKey, Download>,
+    events: mpsc::Sender<RoomEvent>,
+    internal_tx: mpsc::UnboundedSender<Internal>,
+}
+
+async fn run(
+    options: RoomOptions,
+    session: Session,
+    mut commands: mpsc::Receiver<Command>,
+    events: mpsc::Sender<RoomEvent>,
+) {
+    let (signaling, mut signaling_events) = Signaling::spawn(options.server.clone(), options.trust.clone());
+    let (internal_tx, mut internal) = mpsc::unbounded_channel();
+    let mut task = Task {
+        options,
+        session,
+        signaling,
+        ice_servers: Vec::new(),
+        peers: HashMap::new(),
+        provided: HashMap::new(),
+        uploads: HashMap::new(),
+        downloads: HashMap::new(),
+        events,
+        internal_tx,
+    };
+    loop {
+        tokio::select! {
+            event = signaling_events.recv() => {
+                let Some(event) = event else { break };
+                if !task.on_signaling(event).await {
+                    break;
+                }
+            }
+            command = commands.recv() => {
+                let Some(command) = command else { break };
+                task.on_command(command).await;
+            }
+            Some(event) = internal.recv() => task.on_internal(event).await,
+        }
+        if task.events.is_closed() {
+            break;
+        }
+    }
+    task.close_all().await;
+}
+
+impl Task {
+    async fn emit(&self, event: RoomEvent) {
+        let _ = self.events.send(event).await;
+    }
+
+    async fn send(&self, packet: ServerboundPacket) {
+        self.signaling.send(packet).await;
+    }
+
+    async fn relay(&self, to: ClientId, message: RelayMessage) {
+        match self.session.send(Some(to), &message) {
+            Ok(packet) => self.send(packet).await,
+            Err(e) => log::warn!("cannot send to {to}: {e}"),
+        }
+    }
+
+    /// False when the room must end.
+    async fn on_signaling(&mut self, event: SignalingEvent) -> bool {
+        match event {
+            SignalingEvent::Connected { .. } => {
+                if !self.options.ice.skip_server_config {
+                    match crate::config::fetch_ice_servers(&self.options.server, &self.options.trust).await {
+                        Ok(servers) => self.ice_servers = servers,
+                        Err(e) => log::warn!("cannot read the server's /config.json ({e}); using no STUN/TURN servers"),
+                    }
+                }
+                self.ice_servers.extend(self.options.ice.extra_servers.iter().cloned());
+                self.emit(RoomEvent::Connected).await;
+            }
+            SignalingEvent::Disconnected {
+                reason, ever_connected, ..
+            } => {
+                log::warn!("signaling: {reason}");
+                self.emit(RoomEvent::Disconnected { reason, ever_connected }).await;
+            }
+            SignalingEvent::Failed(e) => {
+                self.emit(RoomEvent::Fatal(e.to_string())).await;
+                return false;
+            }
+            SignalingEvent::Packet(packet) => self.on_packet(packet).await,
+        }
+        true
+    }
+
+    async fn on_packet(&mut self, packet: ClientboundPacket) {
+        let is_init = matches!(packet, ClientboundPacket::Init { .. });
+        if is_init {
+            // A new relay connection: every old peer is gone (ids are per connection).
+            let old: Vec<ClientId> = self.peers.keys().copied().collect();
+            for peer in old {
+                self.drop_peer(peer, "the relay connection was renewed").await;
+            }
+        }
+        for output in self.session.handle(packet) {
+            match output {
+                Output::Send(packet) => self.send(packet).await,
+                Output::Event(event) => self.on_session_event(event).await,
+            }
+        }
+    }
+
+    async fn on_session_event(&mut self, event: Event) {
+        match event {
+            Event::Ready { id } => self.emit(RoomEvent::Ready { id }).await,
+            Event::Joined { id } => self.emit(RoomEvent::Joined(id)).await,
+            Event::Identified { id, username } => self.emit(RoomEvent::Identified { id, username }).await,
+            Event::Left { id, .. } => {
+                self.drop_peer(id, "the member left").await;
+                self.emit(RoomEvent::Left(id)).await;
+            }
+            Event::Provided { from, info } => self.emit(RoomEvent::Provided { from, info }).await,
+            Event::ProvideStopped { from, id } => {
+                let key = TransferKey { peer: from, id: id.clone() };
+                if let Some(Download::Running(h)) = self.downloads.remove(&key) {
+                    h.abort();
+                    self.emit(RoomEvent::Download(key, Progress::Failed("the member stopped providing it".into())))
+                        .await;
+                }
+                self.emit(RoomEvent::ProvideStopped { from, id }).await;
+            }
+            Event::Requested { from, id } => self.on_requested(from, id).await,
+            Event::RequestStopped { from, id } => {
+                if let Some(h) = self.uploads.remove(&TransferKey { peer: from, id }) {
+                    h.abort();
+                }
+            }
+            Event::Chat { from, message } => self.emit(RoomEvent::Chat { from, message }).await,
+            Event::Offer { from, sdp } => self.negotiate(from, Input::RemoteOffer(sdp)).await,
+            Event::Answer { from, sdp } => self.negotiate(from, Input::RemoteAnswer(sdp)).await,
+            Event::IceCandidate { from, candidate } => self.negotiate(from, Input::RemoteCandidate(candidate)).await,
+            Event::Ignored { from, reason } => log::debug!("ignored a message from {from:?}: {reason}"),
+            // Previews and watched rooms are not ours to act on.
+            Event::Preview { .. } | Event::RoomInfo { .. } => {}
+        }
+    }
+
+    async fn on_command(&mut self, command: Command) {
+        match command {
+            Command::Provide { info, source, reply } => {
+                let size = info.size;
+                let id = info.id.clone();
+                let result = match self.session.provide(info) {
+                    Ok(packet) => {
+                        self.send(packet).await;
+                        self.provided.insert(id, Provided { source, size });
+                        Ok(())
+                    }
+                    Err(e) => Err(e.into()),
+                };
+                let _ = reply.send(result);
+            }
+            Command::StopProviding(id) => {
+                self.provided.remove(&id);
+                let stopping: Vec<TransferKey> = self.uploads.keys().filter(|k| k.id == id).cloned().collect();
+                for key in stopping {
+                    if let Some(h) = self.uploads.remove(&key) {
+                        h.abort();
+                    }
+                }
+                match self.session.provide_stop(&id) {
+                    Ok(packet) => self.send(packet).await,
+                    Err(e) => log::warn!("cannot stop providing {id}: {e}"),
+                }
+            }
+            Command::Download { key, sink, reply } => {
+                let known = self
+                    .session
+                    .members()
+                    .get(&key.peer)
+                    .is_some_and(|m| m.resources.get(&key.id).is_some_and(|r| r.kind == ResourceKind::File));
+                if !known {
+                    let _ = reply.send(Err(RoomError::Unknown(format!("member {} offers no file {}", key.peer, key.id))));
+                    return;
+                }
+                self.downloads.insert(key.clone(), Download::Waiting(sink));
+                self.relay(key.peer, RelayMessage::Request { id: key.id.clone() }).await;
+                let _ = reply.send(Ok(()));
+            }
+            Command::CancelDownload(key) => {
+                if let Some(Download::Running(h)) = self.downloads.remove(&key) {
+                    h.abort();
+                }
+                self.relay(key.peer, RelayMessage::RequestStop { id: key.id.clone() }).await;
+            }
+            Command::Chat(message) => match self.session.send(None, &RelayMessage::Chat(message)) {
+                Ok(packet) => self.send(packet).await,
+                Err(e) => log::warn!("cannot send chat: {e}"),
+            },
+        }
+    }
+
+    async fn on_internal(&mut self, event: Internal) {
+        match event {
+            Internal::NegotiationNeeded(peer) => self.negotiate(peer, Input::NegotiationNeeded).await,
+            Internal::LocalCandidate(peer, candidate) => {
+                if self.peers.contains_key(&peer) {
+                    self.relay(peer, RelayMessage::IceCandidate(candidate)).await;
+                }
+            }
+            Internal::ConnectionState(peer, state) => {
+                if self.peers.contains_key(&peer) {
+                    log::info!("connection to {peer}: {state}");
+                    self.emit(RoomEvent::PeerConnection {
+                        peer,
+                        state: state.to_string(),
+                    })
+                    .await;
+                }
+            }
+            Internal::DataChannel(peer, dc) => self.on_data_channel(peer, dc).await,
+            Internal::Upload(key, progress) => {
+                if matches!(progress, Progress::Done(_) | Progress::Failed(_)) {
+                    self.uploads.remove(&key);
+                }
+                self.emit(RoomEvent::Upload(key, progress)).await;
+            }
+            Internal::Download(key, progress) => {
+                if matches!(progress, Progress::Done(_) | Progress::Failed(_)) {
+                    self.downloads.remove(&key);
+                }
+                self.emit(RoomEvent::Download(key, progress)).await;
+            }
+        }
+    }
+
+    async fn on_requested(&mut self, from: ClientId, id: ResourceId) {
+        let Some(provided) = self.provided.get(&id) else {
+            log::debug!("member {from} requested {id}, which is not a file we provide");
+            return;
+        };
+        let key = TransferKey { peer: from, id: id.clone() };
+        if self.uploads.contains_key(&key) {
+            log::debug!("member {from} requested {id} again while it is being sent");
+            return;
+        }
+        let source = provided.source.clone();
+        let size = provided.size;
+        let Some(pc) = self.peer(from).await.map(|p| p.pc.clone()) else { return };
+        let dc = match pc.create_data_channel(&id.0, None).await {
+            Ok(dc) => dc,
+            Err(e) => {
+                log::warn!("cannot open a data channel to {from}: {e}");
+                return;
+            }
+        };
+        self.emit(RoomEvent::Requested(key.clone())).await;
+        let report = self.internal_tx.clone();
+        let handle = tokio::spawn(upload(key.clone(), dc, source, size, report));
+        self.uploads.insert(key, handle.abort_handle());
+    }
+
+    async fn on_data_channel(&mut self, peer: ClientId, dc: Arc<dyn DataChannel>) {
+        let label = match dc.label().await {
+            Ok(l) => l,
+            Err(e) => {
+                log::warn!("a data channel from {peer} has no label: {e}");
+                return;
+            }
+        };
+        let key = TransferKey {
+            peer,
+            id: ResourceId(label),
+        };
+        match self.downloads.remove(&key) {
+            Some(Download::Waiting(sink)) => {
+                let report = self.internal_tx.clone();
+                let handle = tokio::spawn(download(key.clone(), dc, sink, report));
+                self.downloads.insert(key, Download::Running(handle.abort_handle()));
+            }
+            other => {
+                if let Some(d) = other {
+                    self.downloads.insert(key.clone(), d);
+                }
+                log::warn!("member {peer} opened a data channel {:?} nobody requested; closing it", key.id.0);
+                let _ = dc.close().await;
+            }
+        }
+    }
+
+    /// The member's peer connection, made on first use.
+    async fn peer(&mut self, id: ClientId) -> Option<&mut Peer> {
+        if !self.peers.contains_key(&id) {
+            if !self.session.members().contains_key(&id) {
+                log::debug!("not connecting to {id}: not a member");
+                return None;
+            }
+            let pc = match self.new_peer_connection(id).await {
+                Ok(pc) => pc,
+                Err(e) => {
+                    log::error!("cannot create a peer connection: {e}");
+                    return None;
+                }
+            };
+            let polite = self.session.is_polite_towards(id);
+            self.peers.insert(
+                id,
+                Peer {
+                    pc,
+                    negotiator: Negotiator::new(polite),
+                },
+            );
+        }
+        self.peers.get_mut(&id)
+    }
+
+    async fn new_peer_connection(&self, peer: ClientId) -> Result<Arc<dyn PeerConnection>, webrtc::error::Error> {
+        let mut media = MediaEngine::default();
+        media.register_default_codecs()?;
+        let registry = register_default_interceptors(Registry::new(), &mut media)?;
+        let ice_servers = self
+            .ice_servers
+            .iter()
+            .map(|s| RTCIceServer {
+                urls: s.urls.clone(),
+                username: s.username.clone().unwrap_or_default(),
+                credential: s.credential.clone().unwrap_or_default(),
+            })
+            .collect();
+        let mut settings = SettingEngineBuilder::new()
+            // Browsers that granted no camera hide their addresses behind `.local` names:
+            // resolve those with mDNS queries (without hiding our own).
+            .with_multicast_dns_mode(rtc_ice::mdns::MulticastDnsMode::QueryOnly);
+        let bind: Vec<String> = if self.options.ice.bind.is_empty() {
+            vec!["0.0.0.0:0".to_owned()]
+        } else {
+            if self.options.ice.bind.iter().any(IpAddr::is_loopback) {
+                settings = settings.with_include_loopback_candidate(true);
+            }
+            self.options.ice.bind.iter().map(|ip| std::net::SocketAddr::new(*ip, 0).to_string()).collect()
+        };
+        let pc = PeerConnectionBuilder::new()
+            .with_configuration(RTCConfigurationBuilder::new().with_ice_servers(ice_servers).build())
+            .with_media_engine(media)
+            .with_interceptor_registry(registry)
+            .with_setting_engine(settings.build())
+            .with_handler(Arc::new(Handler {
+                peer,
+                tx: self.internal_tx.clone(),
+            }))
+            .with_udp_addrs(bind)
+            .with_data_channel_send_buffer_limit(SEND_WINDOW)
+            .build()
+            .await?;
+        Ok(Arc::new(pc))
+    }
+
+    /// Feeds the member's negotiator and performs what it asks, until it has nothing left.
+    async fn negotiate(&mut self, peer: ClientId, input: Input) {
+        let needs_pc = !matches!(input, Input::RemoteAnswer(_));
+        if needs_pc && self.peer(peer).await.is_none() {
+            return;
+        }
+        let mut inputs = VecDeque::from([input]);
+        while let Some(input) = inputs.pop_front() {
+            let Some(p) = self.peers.get_mut(&peer) else { return };
+            let pc = p.pc.clone();
+            let actions = p.negotiator.handle(input);
+            for action in actions {
+                match self.perform(peer, &pc, action).await {
+                    Ok(Some(next)) => inputs.push_back(next),
+                    Ok(None) => {}
+                    Err(reason) => {
+                        log::warn!("negotiation with {peer}: {reason}");
+                        let state = signaling_state(&pc).await;
+                        inputs.push_back(Input::OperationFailed { state, reason });
+                        break;
+                    }
+                }
+            }
+        }
+    }
+
+    async fn perform(
+        &mut self,
+        peer: ClientId,
+        pc: &Arc<dyn PeerConnection>,
+        action: Action,
+    ) -> Result<Option<Input>, String> {
+        let e = |e: webrtc::error::Error| e.to_string();
+        Ok(match action {
+            Action::CreateOffer => {
+                let offer = pc.create_offer(None).await.map_err(e)?;
+                let sdp = offer.sdp.clone();
+                pc.set_local_description(offer).await.map_err(e)?;
+                Some(Input::LocalOfferReady(sdp))
+            }
+            Action::Rollback => {
+                let rollback = RTCSessionDescription::rollback(None).map_err(e)?;
+                pc.set_local_description(rollback).await.map_err(e)?;
+                None
+            }
+            Action::SetRemoteOffer(sdp) => {
+                pc.set_remote_description(RTCSessionDescription::offer(sdp).map_err(e)?)
+                    .await
+                    .map_err(e)?;
+                Some(Input::RemoteDescriptionSet)
+            }
+            Action::CreateAnswer => {
+                let answer = pc.create_answer(None).await.map_err(e)?;
+                let sdp = answer.sdp.clone();
+                pc.set_local_description(answer).await.map_err(e)?;
+                Some(Input::LocalAnswerReady(sdp))
+            }
+            Action::SetRemoteAnswer(sdp) => {
+                pc.set_remote_description(RTCSessionDescription::answer(sdp).map_err(e)?)
+                    .await
+                    .map_err(e)?;
+                Some(Input::RemoteDescriptionSet)
+            }
+            Action::AddCandidate(c) => {
+                if c.candidate.is_empty() {
+                    return Ok(None);
+                }
+                let init = webrtc::peer_connection::RTCIceCandidateInit {
+                    candidate: c.candidate,
+                    sdp_mid: c.sdp_mid,
+                    sdp_mline_index: c.sdp_m_line_index,
+                    username_fragment: c.username_fragment,
+                    ..Default::default()
+                };
+                if let Err(err) = pc.add_ice_candidate(init).await {
+                    log::debug!("candidate from {peer} not added: {err}");
+                }
+                None
+            }
+            Action::SendOffer(sdp) => {
+                self.relay(peer, RelayMessage::Offer(sdp)).await;
+                None
+            }
+            Action::SendAnswer(sdp) => {
+                self.relay(peer, RelayMessage::Answer(sdp)).await;
+                None
+            }
+            Action::Ignore { reason } => {
+                log::debug!("negotiation with {peer}: {reason}");
+                None
+            }
+        })
+    }
+
+    /// Closes the member's peer connection and fails its transfers.
+    async fn drop_peer(&mut self, peer: ClientId, why: &str) {
+        let uploads: Vec<TransferKey> = self.uploads.keys().filter(|k| k.peer == peer).cloned().collect();
+        for key in uploads {
+            if let Some(h) = self.uploads.remove(&key) {
+                h.abort();
+                self.emit(RoomEvent::Upload(key, Progress::Failed(why.to_owned()))).await;
+            }
+        }
+        let downloads: Vec<TransferKey> = self.downloads.keys().filter(|k| k.peer == peer).cloned().collect();
+        for key in downloads {
+            if let Some(d) = self.downloads.remove(&key) {
+                if let Download::Running(h) = d {
+                    h.abort();
+                }
+                self.emit(RoomEvent::Download(key, Progress::Failed(why.to_owned()))).await;
+            }
+        }
+        if let Some(p) = self.peers.remove(&peer) {
+            let _ = p.pc.close().await;
+        }
+    }
+
+    async fn close_all(&mut self) {
+        let peers: Vec<ClientId> = self.peers.keys().copied().collect();
+        for peer in peers {
+            self.drop_peer(peer, "the room was left").await;
+        }
+        let _ = self.signaling.send(ServerboundPacket::Join { hash: None }).await;
+    }
+}
+
+/// The signaling state from the pending descriptions (the crate has no getter for it).
+async fn signaling_state(pc: &Arc<dyn PeerConnection>) -> SignalingState {
+    use webrtc::peer_connection::RTCSdpType;
+    if let Some(d) = pc.pending_local_description().await {
+        if d.sdp_type == RTCSdpType::Offer {
+            return SignalingState::HaveLocalOffer;
+        }
+    }
+    if let Some(d) = pc.pending_remote_description().await {
+        if d.sdp_type == RTCSdpType::Offer {
+            return SignalingState::HaveRemoteOffer;
+        }
+    }
+    SignalingState::Stable
+}
+
+/// Watches a data channel's events for a sending task: open, closed.
+fn watch_channel(dc: Arc<dyn DataChannel>) -> tokio::sync::watch::Receiver<ChannelState> {
+    let (tx, rx) = tokio::sync::watch::channel(ChannelState::Connecting);
+    tokio::spawn(async move {
+        // Polling keeps the driver's per-channel queue drained while the sender is blocked
+        // in `send` waiting for window: an unpolled channel would hold the driver back.
+        while let Some(event) = dc.poll().await {
+            match event {
+                DataChannelEvent::OnOpen => {
+                    let _ = tx.send(ChannelState::Open);
+                }
+                DataChannelEvent::OnClose => break,
+                _ => {}
+            }
+        }
+        let _ = tx.send(ChannelState::Closed);
+    });
+    rx
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum ChannelState {
+    Connecting,
+    Open,
+    Closed,
+}
+
+async fn upload(
+    key: TransferKey,
+    dc: Arc<dyn DataChannel>,
+    source: Source,
+    size: Option<u64>,
+    report: mpsc::UnboundedSender<Internal>,
+) {
+    let result = upload_inner(&key, &dc, source, size, &report).await;
+    let progress = match result {
+        Ok(n) => Progress::Done(n),
+        Err(e) => {
+            let _ = dc.close().await;
+            Progress::Failed(e)
+        }
+    };
+    let _ = report.send(Internal::Upload(key, progress));
+}
+
+async fn upload_inner(
+    key: &TransferKey,
+    dc: &Arc<dyn DataChannel>,
+    source: Source,
+    size: Option<u64>,
+    report: &mpsc::UnboundedSender<Internal>,
+) -> Result<u64, String> {
+    let mut state = watch_channel(dc.clone());
+    let open = state.wait_for(|s| *s != ChannelState::Connecting).await.map(|s| *s);
+    if !matches!(open, Ok(ChannelState::Open)) {
+        return Err("the data channel closed before it opened".into());
+    }
+    let _ = report.send(Internal::Upload(key.clone(), Progress::Started));
+    let Source::Path(path) = source;
+    let mut file = tokio::fs::File::open(&path)
+        .await
+        .map_err(|e| format!("cannot open {}: {e}", path.display()))?;
+    let mut sent = 0u64;
+    let mut last_report = 0u64;
+    loop {
+        let mut buf = BytesMut::zeroed(CHUNK);
+        let n = file
+            .read(&mut buf)
+            .await
+            .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+        if n == 0 {
+            break;
+        }
+        buf.truncate(n);
+        if *state.borrow() == ChannelState::Closed {
+            return Err("the receiver closed the data channel".into());
+        }
+        dc.send(buf).await.map_err(|e| format!("sending failed: {e}"))?;
+        sent += n as u64;
+        if size.is_some_and(|s| sent > s) {
+            return Err(format!("{} grew while it was being sent", path.display()));
+        }
+        if sent - last_report >= 1 << 20 {
+            last_report = sent;
+            let _ = report.send(Internal::Upload(key.clone(), Progress::Bytes(sent)));
+        }
+    }
+    if size.is_some_and(|s| sent != s) {
+        return Err(format!("{} changed size while it was being sent", path.display()));
+    }
+    dc.send_text("end").await.map_err(|e| format!("sending failed: {e}"))?;
+    // Close only once everything is acknowledged, so the close cannot overtake data.
+    let drained = tokio::time::timeout(DRAIN_TIMEOUT, async {
+        while dc.outstanding_bytes().await.unwrap_or(0) > 0 && *state.borrow() != ChannelState::Closed {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await;
+    if drained.is_err() {
+        log::warn!("the receiver of {} did not acknowledge the last bytes in time", key.id);
+    }
+    let _ = dc.close().await;
+    Ok(sent)
+}
+
+async fn download(key: TransferKey, dc: Arc<dyn DataChannel>, sink: Sink, report: mpsc::UnboundedSender<Internal>) {
+    let Sink { mut writer, expected } = sink;
+    let mut received = 0u64;
+    let mut last_report = 0u64;
+    let mut started = false;
+    let outcome = loop {
+        let Some(event) = dc.poll().await else {
+            break Err("the data channel closed before the end of the file".to_owned());
+        };
+        match event {
+            DataChannelEvent::OnOpen if !started => {
+                started = true;
+                let _ = report.send(Internal::Download(key.clone(), Progress::Started));
+            }
+            DataChannelEvent::OnMessage(msg) if msg.is_string => {
+                if msg.data.as_ref() == b"end" {
+                    break match expected {
+                        Some(e) if e != received => Err(format!("the file ended after {received} of {e} bytes")),
+                        _ => Ok(received),
+                    };
+                }
+                log::debug!("ignoring an unexpected text message on {}", key.id);
+            }
+            DataChannelEvent::OnMessage(msg) => {
+                if !started {
+                    started = true;
+                    let _ = report.send(Internal::Download(key.clone(), Progress::Started));
+                }
+                received += msg.data.len() as u64;
+                if let Some(e) = expected.filter(|e| received > *e) {
+                    break Err(format!("the sender sent more than the announced {e} bytes"));
+                }
+                if let Err(e) = writer.write_all(&msg.data).await {
+                    break Err(format!("cannot write: {e}"));
+                }
+                if received - last_report >= 1 << 20 {
+                    last_report = received;
+                    let _ = report.send(Internal::Download(key.clone(), Progress::Bytes(received)));
+                }
+            }
+            DataChannelEvent::OnClose => break Err("the data channel closed before the end of the file".to_owned()),
+            _ => {}
+        }
+    };
+    let outcome = match outcome {
+        Ok(n) => match writer.flush().await.and(writer.shutdown().await) {
+            Ok(()) => Progress::Done(n),
+            Err(e) => Progress::Failed(format!("cannot write: {e}")),
+        },
+        Err(e) => Progress::Failed(e),
+    };
+    let _ = dc.close().await;
+    let _ = report.send(Internal::Download(key, outcome));
+}

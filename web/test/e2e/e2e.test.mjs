@@ -104,6 +104,8 @@ async function join(name, secret = SECRET, opts = {}) {
 const memberNames = (page) => page.$$eval("#members .member .name", (e) => e.map((x) => x.textContent).sort());
 const chatTexts = (page) => page.$$eval("#chat-log p", (e) => e.map((x) => x.textContent));
 const remoteRes = (u, owner, kind) => `#members .member[data-id="${owner.id}"] .resource.${kind}`;
+/** The gallery's video tiles of one member (the member list only has the controls). */
+const tiles = (owner) => `#gallery .tile[data-owner="${owner.id}"]`;
 
 async function inboundStats(page, ownerId, kind) {
   return page.evaluate(
@@ -336,7 +338,7 @@ test("camera: the receiver decodes frames after enabling", T, async () => {
   const sel = remoteRes(b, a, "video");
   await b.page.waitForSelector(`${sel}[data-state=available]`, { timeout: 20_000 });
   await b.page.click(`${sel} button`);
-  await until("video plays", () => b.page.$eval(`${sel} video`, (v) => v.videoWidth > 0));
+  await until("video plays in the gallery", () => b.page.$eval(`${tiles(a)} video`, (v) => v.videoWidth > 0));
   const s1 = await until("frames", () => inboundStats(b.page, a.id, "video").then((s) => s && s.frames > 0 && s));
   await sleep(1500);
   const s2 = await inboundStats(b.page, a.id, "video");
@@ -560,7 +562,7 @@ test("axe-core: no violations on the start page and on a room page with two user
   assert.deepEqual(await runAxe(start), [], "start page");
   await ctx.close();
   const { alice: a, bob: b } = users;
-  assert.ok(await b.page.$(`${remoteRes(b, a, "video")} video`), "bob shows alice's camera");
+  assert.ok(await b.page.$(`${tiles(a)} video`), "bob shows alice's camera");
   assert.ok(await b.page.$(remoteRes(b, a, "file")), "bob lists alice's file");
   assert.deepEqual(await runAxe(b.page), [], "room page (bob)");
   assert.deepEqual(await runAxe(a.page), [], "room page (alice)");
@@ -623,8 +625,8 @@ test("simultaneous requests both ways (perfect negotiation): both offers cross i
   } finally {
     release();
   }
-  await until("alice decodes bob's camera", () => a.page.$$eval(`${remoteRes(a, b, "video")}[data-state=active] video`, (vs) => vs.length === 1 && vs[0].videoWidth > 0));
-  await until("bob decodes alice's second camera", () => b.page.$$eval(`${remoteRes(b, a, "video")}[data-state=active] video`, (vs) => vs.length === 2 && vs.every((v) => v.videoWidth > 0)));
+  await until("alice decodes bob's camera", () => a.page.$$eval(`${tiles(b)} video`, (vs) => vs.length === 1 && vs[0].videoWidth > 0));
+  await until("bob decodes alice's second camera", () => b.page.$$eval(`${tiles(a)} video`, (vs) => vs.length === 2 && vs.every((v) => v.videoWidth > 0)));
   await until("both stable", async () => (await peerOf(a, b)).signaling === "stable" && (await peerOf(b, a)).signaling === "stable");
   const pa = await peerOf(a, b);
   const pb = await peerOf(b, a);
@@ -702,7 +704,7 @@ test("screen share (headless Chromium with fake UI)", T, async () => {
   // A thumbnail arrives before the video is enabled (previews go out every 5 s).
   await until("preview thumbnail", () => b.page.$$eval(`${sel} img.preview`, (i) => i.some((x) => x.naturalWidth > 0)), 12_000);
   await b.page.click(`${sel} button`);
-  await until("screen plays at bob", () => b.page.$$eval(`${remoteRes(b, a, "video")} video`, (vs) => vs.some((v) => v.videoWidth > 0)));
+  await until("screen plays at bob", () => b.page.$$eval(`${tiles(a)}.screen video`, (vs) => vs.some((v) => v.videoWidth > 0)));
 });
 
 test("relay killed and restarted: both browsers rejoin and chat again within 5 s", T, async () => {
@@ -725,7 +727,7 @@ test("relay killed and restarted: both browsers rejoin and chat again within 5 s
   assert.ok((await chatTexts(b.page)).includes("alice: hello bob, <b>not bold</b>"), "old chat kept");
   // Video bob had enabled by hand is requested again and decodes after the renegotiation.
   for (const u of [a, b]) u.id = await u.page.evaluate(() => window.keksbox.sig.id); // new session, new ids
-  const playing = () => b.page.$$eval(`${remoteRes(b, a, "video")}[data-state=active] video`, (vs) => vs.some((v) => v.videoWidth > 0));
+  const playing = () => b.page.$$eval(`${tiles(a)} video`, (vs) => vs.some((v) => v.videoWidth > 0));
   const debug = () => b.page.evaluate(() => JSON.stringify([...document.querySelectorAll("#members .resource")].map((x) => [x.className, x.dataset.state, x.querySelector("video")?.videoWidth])) + JSON.stringify([...window.keksbox.room.members.values()].map((m) => [m.peer.pc.connectionState, m.peer.pc.signalingState])));
   await until("bob's enabled video plays again", playing, 10_000).catch(async (e) => assert.fail(`${e.message}: ${await debug()}`));
 });

@@ -7,20 +7,45 @@
 //! packets to send. There is no I/O, no clock and no WebRTC here: the client wraps its
 //! WebRTC stack around the events, the way the web client's UI wraps its protocol module.
 //!
-//! Rules it keeps (docs/PROTOCOL.md):
-//! - on `init` it joins the room; to each member that appears afterwards (the ones already
-//!   there and every newcomer) it sends `identify` and a `provide` for each local resource;
-//! - a message whose sealed sender differs from the relay's stamp, that does not open, or
-//!   that it does not understand is reported as [`Event::Ignored`] and changes nothing;
+//! Rules it keeps (docs/PROTOCOL.md), the same as the web client's `Room`
+//! (`web/src/protocol/room.ts`); both run the scenario fixtures in
+//! `proto/tests/data/session/` so they cannot drift:
+//! - on `init` it joins the room. A later `init` is a new relay session (a reconnect): every
+//!   member we knew is reported as [`Event::Left`] (ascending id) before the join.
+//! - to each member that appears afterwards (the ones already there and every newcomer) it
+//!   sends `identify` and a `provide` for each local resource; a `client_join` for a member
+//!   we know already changes nothing;
+//! - user names are cleaned: control characters removed, then cut to [`MAX_USERNAME_CHARS`]
+//!   characters (Unicode scalar values) ([`clean_username`]);
+//! - a re-sent `provide` for an id we know updates it and is reported as
+//!   [`Event::ProvideUpdated`], not as a second [`Event::Provided`]; a provide of a kind we do
+//!   not know (or a track of an unknown media kind) is ignored; a member may have at most
+//!   [`MAX_RESOURCES_PER_MEMBER`] resources; a file's `track_kind` is dropped;
+//! - a message whose sealed sender differs from the relay's stamp, that does not open, that
+//!   it does not understand, or that names a resource that does not exist (`provide_stop`,
+//!   `request`, `request_stop`, `preview`) is reported as [`Event::Ignored`] and changes
+//!   nothing;
 //! - resources flow only on request: [`Event::Requested`] tells the client to start.
 
 use std::collections::BTreeMap;
 
 use crate::crypto::{RoomKey, SealError, room_hash};
 use crate::packets::{
-    ChatMessage, ClientId, ClientboundPacket, IceCandidate, ProvideInfo, RelayMessage, ResourceId, RoomHash,
-    ServerboundPacket,
+    ChatMessage, ClientId, ClientboundPacket, IceCandidate, ProvideInfo, RelayMessage, ResourceId, ResourceKind,
+    RoomHash, ServerboundPacket, TrackKind,
 };
+pub use crate::resources::MAX_RESOURCES_PER_MEMBER;
+
+/// The longest user name kept, in characters (Unicode scalar values); longer ones are cut.
+pub const MAX_USERNAME_CHARS: usize = 64;
+
+/// A user name as shown: control characters removed, then cut to [`MAX_USERNAME_CHARS`].
+pub fn clean_username(name: &str) -> String {
+    name.chars()
+        .filter(|c| !c.is_control())
+        .take(MAX_USERNAME_CHARS)
+        .collect()
+}
 
 /// Something the client should know or do.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -45,6 +70,11 @@ pub enum Event {
     },
     /// A member offers a resource.
     Provided {
+        from: ClientId,
+        info: ProvideInfo,
+    },
+    /// A member re-sent the `provide` of a resource we know: its description changed.
+    ProvideUpdated {
         from: ClientId,
         info: ProvideInfo,
     },
@@ -90,7 +120,7 @@ pub enum Event {
         user_count: usize,
     },
     /// A message that was dropped, and why (bad ciphertext, forged sender, unknown kind,
-    /// a request for a resource we do not have).
+    /// a request for a resource we do not have...). `from` is `None` for a relay packet.
     Ignored {
         from: Option<ClientId>,
         reason: String,
@@ -185,12 +215,18 @@ impl Session {
         match packet {
             ClientboundPacket::Init { your_id, .. } => {
                 self.me = Some(your_id);
-                self.members.clear();
+                // A new relay session: everyone we knew is gone from our view until they
+                // appear again.
+                for (id, member) in std::mem::take(&mut self.members) {
+                    let resources = member.resources.into_keys().collect();
+                    out.push(Output::Event(Event::Left { id, resources }));
+                }
                 out.push(Output::Send(ServerboundPacket::Join { hash: Some(self.hash) }));
             }
             ClientboundPacket::ClientJoin { id } if Some(id) == self.me => {
                 out.push(Output::Event(Event::Ready { id }));
             }
+            ClientboundPacket::ClientJoin { id } if self.members.contains_key(&id) => {}
             ClientboundPacket::ClientJoin { id } => {
                 self.members.insert(id, Member::default());
                 out.push(Output::Event(Event::Joined { id }));
@@ -248,19 +284,40 @@ impl Session {
                 reason: "message from a non-member".into(),
             };
         };
+        let ignored = |reason: String| Event::Ignored {
+            from: Some(from),
+            reason,
+        };
         match message {
             RelayMessage::Identify { username } => {
+                let username = clean_username(&username);
                 member.username = Some(username.clone());
                 Event::Identified { id: from, username }
             }
-            RelayMessage::Provide(info) => {
+            RelayMessage::Provide(mut info) => {
+                let known_track = matches!(info.track_kind, Some(TrackKind::Audio | TrackKind::Video));
+                match info.kind {
+                    ResourceKind::Unknown => return ignored(format!("provide {} of an unknown kind", info.id)),
+                    ResourceKind::Track if !known_track => {
+                        return ignored(format!("provide {} of an unknown media kind", info.id));
+                    }
+                    ResourceKind::File => info.track_kind = None,
+                    ResourceKind::Track => {}
+                }
+                if let Some(known) = member.resources.get_mut(&info.id) {
+                    *known = info.clone();
+                    return Event::ProvideUpdated { from, info };
+                }
+                if member.resources.len() >= MAX_RESOURCES_PER_MEMBER {
+                    return ignored(format!("more than {MAX_RESOURCES_PER_MEMBER} resources"));
+                }
                 member.resources.insert(info.id.clone(), info.clone());
                 Event::Provided { from, info }
             }
-            RelayMessage::ProvideStop { id } => {
-                member.resources.remove(&id);
-                Event::ProvideStopped { from, id }
-            }
+            RelayMessage::ProvideStop { id } => match member.resources.remove(&id) {
+                Some(_) => Event::ProvideStopped { from, id },
+                None => ignored(format!("provide_stop for unknown resource {id}")),
+            },
             RelayMessage::Request { id } if self.local.contains_key(&id) => Event::Requested { from, id },
             RelayMessage::RequestStop { id } if self.local.contains_key(&id) => Event::RequestStopped { from, id },
             RelayMessage::Request { id } | RelayMessage::RequestStop { id } => Event::Ignored {
@@ -271,7 +328,10 @@ impl Session {
             RelayMessage::Offer(sdp) => Event::Offer { from, sdp },
             RelayMessage::Answer(sdp) => Event::Answer { from, sdp },
             RelayMessage::IceCandidate(candidate) => Event::IceCandidate { from, candidate },
-            RelayMessage::Preview { id, data } => Event::Preview { from, id, data },
+            RelayMessage::Preview { id, data } if member.resources.contains_key(&id) => {
+                Event::Preview { from, id, data }
+            }
+            RelayMessage::Preview { id, .. } => ignored(format!("preview for unknown resource {id}")),
             RelayMessage::Unknown { kind } => Event::Ignored {
                 from: Some(from),
                 reason: format!("unknown message {kind:?}"),
@@ -543,6 +603,54 @@ mod tests {
             version: "v".into(),
         });
         assert_ne!(a.is_polite_towards(ClientId(5)), b.is_polite_towards(ClientId(4)));
+    }
+
+    #[test]
+    fn usernames_lose_control_characters_and_are_cut_to_64_chars() {
+        let cases = [
+            ("alice", "alice".to_owned()),
+            ("a\u{0}b\u{1b}c\u{7f}d\u{85}e\n", "abcde".to_owned()),
+            (&"é".repeat(65), "é".repeat(64)),
+            (&"🍪".repeat(100), "🍪".repeat(64)),
+            // Cut after cleaning, so controls do not use up the length.
+            (&format!("{}{}", "\u{1}".repeat(10), "x".repeat(64)), "x".repeat(64)),
+            ("", String::new()),
+        ];
+        for (raw, want) in cases {
+            assert_eq!(clean_username(raw), want, "{raw:?}");
+        }
+    }
+
+    #[test]
+    fn a_member_has_a_bounded_number_of_resources() {
+        let key = RoomKey::from_bytes([9; 32]);
+        let mut s = Session::with_key(key.clone(), RoomHash([1; 32]), "me");
+        s.handle(ClientboundPacket::Init {
+            your_id: ClientId(1),
+            version: "v".into(),
+        });
+        s.handle(ClientboundPacket::ClientJoin { id: ClientId(2) });
+        let provide = |s: &mut Session, id: &str| {
+            let message = key
+                .seal_message(ClientId(2), &RelayMessage::Provide(camera(id)))
+                .expect("seals");
+            s.handle(ClientboundPacket::Message {
+                sender: ClientId(2),
+                message,
+            })
+        };
+        for i in 0..MAX_RESOURCES_PER_MEMBER {
+            let out = provide(&mut s, &i.to_string());
+            assert!(matches!(&out[..], [Output::Event(Event::Provided { .. })]), "{out:?}");
+        }
+        let out = provide(&mut s, "one more");
+        assert!(matches!(&out[..], [Output::Event(Event::Ignored { .. })]), "{out:?}");
+        let out = provide(&mut s, "7");
+        assert!(
+            matches!(&out[..], [Output::Event(Event::ProvideUpdated { .. })]),
+            "{out:?}"
+        );
+        assert_eq!(s.members()[&ClientId(2)].resources.len(), MAX_RESOURCES_PER_MEMBER);
     }
 
     #[test]

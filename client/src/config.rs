@@ -117,9 +117,15 @@ pub async fn fetch_ice_servers(server: &Server, trust: &Trust) -> Result<Vec<Ice
         return Ok(Vec::new());
     };
     let head = String::from_utf8_lossy(&response[..split]);
-    let ok = head.lines().next().is_some_and(|l| l.split_whitespace().nth(1) == Some("200"));
+    let ok = head
+        .lines()
+        .next()
+        .is_some_and(|l| l.split_whitespace().nth(1) == Some("200"));
     if !ok || head.to_ascii_lowercase().contains("transfer-encoding: chunked") {
-        log::info!("{server}config.json: not served ({}); using no STUN/TURN servers", head.lines().next().unwrap_or(""));
+        log::info!(
+            "{server}config.json: not served ({}); using no STUN/TURN servers",
+            head.lines().next().unwrap_or("")
+        );
         return Ok(Vec::new());
     }
     Ok(parse_ice_servers(&response[split + 4..]))
@@ -151,7 +157,11 @@ mod tests {
     #[test]
     fn garbage_and_empty_mean_none() {
         for body in [&b""[..], b"{", b"[]", b"{}", br#"{"webrtc":{}}"#, br#"{"webrtc":5}"#] {
-            assert!(parse_ice_servers(body).is_empty(), "{:?}", String::from_utf8_lossy(body));
+            assert!(
+                parse_ice_servers(body).is_empty(),
+                "{:?}",
+                String::from_utf8_lossy(body)
+            );
         }
     }
 }

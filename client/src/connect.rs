@@ -68,7 +68,10 @@ pub enum ConnectError {
 impl ConnectError {
     /// Whether trying again later may help (a refused pin will not).
     pub fn is_transient(&self) -> bool {
-        matches!(self, ConnectError::Tcp { .. } | ConnectError::Timeout(_) | ConnectError::Tls { .. })
+        matches!(
+            self,
+            ConnectError::Tcp { .. } | ConnectError::Timeout(_) | ConnectError::Tls { .. }
+        )
     }
 }
 
@@ -82,7 +85,9 @@ pub struct Connection {
 
 impl std::fmt::Debug for Connection {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Connection").field("fingerprint", &self.fingerprint).finish_non_exhaustive()
+        f.debug_struct("Connection")
+            .field("fingerprint", &self.fingerprint)
+            .finish_non_exhaustive()
     }
 }
 
@@ -135,7 +140,12 @@ async fn connect_inner(server: &Server, trust: &Trust) -> Result<Connection, Con
                 hint,
             });
         }
-        (Err(source), _, _) => return Err(ConnectError::Tls { server: authority, source }),
+        (Err(source), _, _) => {
+            return Err(ConnectError::Tls {
+                server: authority,
+                source,
+            });
+        }
     };
     if let (Trust::FirstUse(store), None, Some(fp)) = (trust, expected, presented) {
         log::warn!(

@@ -69,7 +69,9 @@ pub fn discover(timeout: Duration) -> Result<Vec<Found>, DiscoveryError> {
     let mut found: Vec<Found> = Vec::new();
     while let Some(left) = deadline.checked_duration_since(Instant::now()) {
         let Ok(event) = events.recv_timeout(left) else { break };
-        let ServiceEvent::ServiceResolved(info) = event else { continue };
+        let ServiceEvent::ServiceResolved(info) = event else {
+            continue;
+        };
         let txt = match ServiceTxt::from_lookup(|k| info.get_property_val_str(k)) {
             Ok(txt) => txt,
             Err(e) => {

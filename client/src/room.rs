@@ -144,6 +144,13 @@ pub enum RoomEvent {
         /// What.
         info: ProvideInfo,
     },
+    /// A member changed the description of a resource it provides (same id).
+    ProvideUpdated {
+        /// Who.
+        from: ClientId,
+        /// The new description.
+        info: ProvideInfo,
+    },
     /// A member withdrew a resource.
     ProvideStopped {
         /// Who.
@@ -205,7 +212,9 @@ pub struct Sink {
 
 impl std::fmt::Debug for Sink {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Sink").field("expected", &self.expected).finish_non_exhaustive()
+        f.debug_struct("Sink")
+            .field("expected", &self.expected)
+            .finish_non_exhaustive()
     }
 }
 
@@ -252,7 +261,10 @@ impl Room {
         (Room { tx }, events)
     }
 
-    async fn call<T>(&self, make: impl FnOnce(oneshot::Sender<Result<T, RoomError>>) -> Command) -> Result<T, RoomError> {
+    async fn call<T>(
+        &self,
+        make: impl FnOnce(oneshot::Sender<Result<T, RoomError>>) -> Command,
+    ) -> Result<T, RoomError> {
         let (reply, rx) = oneshot::channel();
         self.tx.send(make(reply)).await.map_err(|_| RoomError::Gone)?;
         rx.await.map_err(|_| RoomError::Gone)?
@@ -266,7 +278,10 @@ impl Room {
 
     /// Withdraws a resource; running uploads of it stop.
     pub async fn stop_providing(&self, id: ResourceId) -> Result<(), RoomError> {
-        self.tx.send(Command::StopProviding(id)).await.map_err(|_| RoomError::Gone)
+        self.tx
+            .send(Command::StopProviding(id))
+            .await
+            .map_err(|_| RoomError::Gone)
     }
 
     /// Requests a member's file into `sink`. Progress arrives as [`RoomEvent::Download`].
@@ -276,7 +291,10 @@ impl Room {
 
     /// Stops a download (`request_stop`, channel closed).
     pub async fn cancel_download(&self, key: TransferKey) -> Result<(), RoomError> {
-        self.tx.send(Command::CancelDownload(key)).await.map_err(|_| RoomError::Gone)
+        self.tx
+            .send(Command::CancelDownload(key))
+            .await
+            .map_err(|_| RoomError::Gone)
     }
 
     /// Sends a chat message to everyone.
@@ -363,6 +381,8 @@ struct Task {
     downloads: HashMap<TransferKey, Download>,
     events: mpsc::Sender<RoomEvent>,
     internal_tx: mpsc::UnboundedSender<Internal>,
+    /// Whether peer connections resolve `.local` candidates; off after it failed once.
+    mdns_queries: bool,
 }
 
 async fn run(
@@ -384,6 +404,7 @@ async fn run(
         downloads: HashMap::new(),
         events,
         internal_tx,
+        mdns_queries: true,
     };
     loop {
         tokio::select! {
@@ -477,12 +498,19 @@ impl Task {
                 self.emit(RoomEvent::Left(id)).await;
             }
             Event::Provided { from, info } => self.emit(RoomEvent::Provided { from, info }).await,
+            Event::ProvideUpdated { from, info } => self.emit(RoomEvent::ProvideUpdated { from, info }).await,
             Event::ProvideStopped { from, id } => {
-                let key = TransferKey { peer: from, id: id.clone() };
+                let key = TransferKey {
+                    peer: from,
+                    id: id.clone(),
+                };
                 if let Some(Download::Running(h)) = self.downloads.remove(&key) {
                     h.abort();
-                    self.emit(RoomEvent::Download(key, Progress::Failed("the member stopped providing it".into())))
-                        .await;
+                    self.emit(RoomEvent::Download(
+                        key,
+                        Progress::Failed("the member stopped providing it".into()),
+                    ))
+                    .await;
                 }
                 self.emit(RoomEvent::ProvideStopped { from, id }).await;
             }
@@ -537,7 +565,10 @@ impl Task {
                     .get(&key.peer)
                     .is_some_and(|m| m.resources.get(&key.id).is_some_and(|r| r.kind == ResourceKind::File));
                 if !known {
-                    let _ = reply.send(Err(RoomError::Unknown(format!("member {} offers no file {}", key.peer, key.id))));
+                    let _ = reply.send(Err(RoomError::Unknown(format!(
+                        "member {} offers no file {}",
+                        key.peer, key.id
+                    ))));
                     return;
                 }
                 self.downloads.insert(key.clone(), Download::Waiting(sink));
@@ -548,7 +579,8 @@ impl Task {
                 if let Some(Download::Running(h)) = self.downloads.remove(&key) {
                     h.abort();
                 }
-                self.relay(key.peer, RelayMessage::RequestStop { id: key.id.clone() }).await;
+                self.relay(key.peer, RelayMessage::RequestStop { id: key.id.clone() })
+                    .await;
             }
             Command::Chat(message) => match self.session.send(None, &RelayMessage::Chat(message)) {
                 Ok(packet) => self.send(packet).await,
@@ -596,14 +628,19 @@ impl Task {
             log::debug!("member {from} requested {id}, which is not a file we provide");
             return;
         };
-        let key = TransferKey { peer: from, id: id.clone() };
+        let key = TransferKey {
+            peer: from,
+            id: id.clone(),
+        };
         if self.uploads.contains_key(&key) {
             log::debug!("member {from} requested {id} again while it is being sent");
             return;
         }
         let source = provided.source.clone();
         let size = provided.size;
-        let Some(pc) = self.peer(from).await.map(|p| p.pc.clone()) else { return };
+        let Some(pc) = self.peer(from).await.map(|p| p.pc.clone()) else {
+            return;
+        };
         let dc = match pc.create_data_channel(&id.0, None).await {
             Ok(dc) => dc,
             Err(e) => {
@@ -639,7 +676,10 @@ impl Task {
                 if let Some(d) = other {
                     self.downloads.insert(key.clone(), d);
                 }
-                log::warn!("member {peer} opened a data channel {:?} nobody requested; closing it", key.id.0);
+                log::warn!(
+                    "member {peer} opened a data channel {:?} nobody requested; closing it",
+                    key.id.0
+                );
                 let _ = dc.close().await;
             }
         }
@@ -671,7 +711,28 @@ impl Task {
         self.peers.get_mut(&id)
     }
 
-    async fn new_peer_connection(&self, peer: ClientId) -> Result<Arc<dyn PeerConnection>, webrtc::error::Error> {
+    async fn new_peer_connection(&mut self, peer: ClientId) -> Result<Arc<dyn PeerConnection>, webrtc::error::Error> {
+        if self.mdns_queries {
+            match self.build_peer_connection(peer, true).await {
+                Ok(pc) => return Ok(pc),
+                Err(e) => {
+                    // No multicast-capable interface (a namespace with only loopback, say):
+                    // go on without resolving `.local` candidates.
+                    log::info!(
+                        "mDNS candidate resolution unavailable ({e}); peers that hide their addresses behind .local names may not connect"
+                    );
+                    self.mdns_queries = false;
+                }
+            }
+        }
+        self.build_peer_connection(peer, false).await
+    }
+
+    async fn build_peer_connection(
+        &self,
+        peer: ClientId,
+        mdns: bool,
+    ) -> Result<Arc<dyn PeerConnection>, webrtc::error::Error> {
         let mut media = MediaEngine::default();
         media.register_default_codecs()?;
         let registry = register_default_interceptors(Registry::new(), &mut media)?;
@@ -684,17 +745,27 @@ impl Task {
                 credential: s.credential.clone().unwrap_or_default(),
             })
             .collect();
-        let mut settings = SettingEngineBuilder::new()
-            // Browsers that granted no camera hide their addresses behind `.local` names:
-            // resolve those with mDNS queries (without hiding our own).
-            .with_multicast_dns_mode(rtc_ice::mdns::MulticastDnsMode::QueryOnly);
+        use rtc_ice::mdns::MulticastDnsMode;
+        // Browsers that granted no camera hide their addresses behind `.local` names: resolve
+        // those with mDNS queries (without hiding our own addresses).
+        let mode = if mdns {
+            MulticastDnsMode::QueryOnly
+        } else {
+            MulticastDnsMode::Disabled
+        };
+        let mut settings = SettingEngineBuilder::new().with_multicast_dns_mode(mode);
         let bind: Vec<String> = if self.options.ice.bind.is_empty() {
             vec!["0.0.0.0:0".to_owned()]
         } else {
             if self.options.ice.bind.iter().any(IpAddr::is_loopback) {
                 settings = settings.with_include_loopback_candidate(true);
             }
-            self.options.ice.bind.iter().map(|ip| std::net::SocketAddr::new(*ip, 0).to_string()).collect()
+            self.options
+                .ice
+                .bind
+                .iter()
+                .map(|ip| std::net::SocketAddr::new(*ip, 0).to_string())
+                .collect()
         };
         let pc = PeerConnectionBuilder::new()
             .with_configuration(RTCConfigurationBuilder::new().with_ice_servers(ice_servers).build())
@@ -812,7 +883,8 @@ impl Task {
         for key in uploads {
             if let Some(h) = self.uploads.remove(&key) {
                 h.abort();
-                self.emit(RoomEvent::Upload(key, Progress::Failed(why.to_owned()))).await;
+                self.emit(RoomEvent::Upload(key, Progress::Failed(why.to_owned())))
+                    .await;
             }
         }
         let downloads: Vec<TransferKey> = self.downloads.keys().filter(|k| k.peer == peer).cloned().collect();
@@ -821,7 +893,8 @@ impl Task {
                 if let Download::Running(h) = d {
                     h.abort();
                 }
-                self.emit(RoomEvent::Download(key, Progress::Failed(why.to_owned()))).await;
+                self.emit(RoomEvent::Download(key, Progress::Failed(why.to_owned())))
+                    .await;
             }
         }
         if let Some(p) = self.peers.remove(&peer) {

@@ -122,7 +122,10 @@ impl Server {
         };
         let default_port = if self.tls { 443 } else { 80 };
         let authority = if self.port == default_port {
-            self.authority().rsplit_once(':').map(|(h, _)| h.to_owned()).unwrap_or_default()
+            self.authority()
+                .rsplit_once(':')
+                .map(|(h, _)| h.to_owned())
+                .unwrap_or_default()
         } else {
             self.authority()
         };
@@ -172,13 +175,23 @@ mod tests {
             ("https://KeksBox.local/", true, "keksbox.local", 443, ""),
             ("wss://meet.example/signaling", true, "meet.example", 443, ""),
             ("ws://127.0.0.1:8080", false, "127.0.0.1", 8080, ""),
-            ("http://127.0.0.1:8080/meet/signaling", false, "127.0.0.1", 8080, "/meet"),
+            (
+                "http://127.0.0.1:8080/meet/signaling",
+                false,
+                "127.0.0.1",
+                8080,
+                "/meet",
+            ),
             ("https://[::1]:8443", true, "::1", 8443, ""),
             ("https://example.org/meet/", true, "example.org", 443, "/meet"),
         ];
         for &(input, tls, host, port, base) in table {
             let s: Server = input.parse().unwrap_or_else(|e| panic!("{input}: {e}"));
-            assert_eq!((s.tls, s.host.as_str(), s.port, s.base_path.as_str()), (tls, host, port, base), "{input}");
+            assert_eq!(
+                (s.tls, s.host.as_str(), s.port, s.base_path.as_str()),
+                (tls, host, port, base),
+                "{input}"
+            );
         }
     }
 
@@ -188,7 +201,15 @@ mod tests {
         assert!(matches!("https://".parse::<Server>(), Err(ServerParseError::NoHost(_))));
         assert!(matches!("host:99999".parse::<Server>(), Err(ServerParseError::Port(_))));
         assert!(matches!("host:0".parse::<Server>(), Err(ServerParseError::Port(_))));
-        for bad in ["", "two words", "https://u@host", "host?x", "ex ample", "a..b", "bad_host!"] {
+        for bad in [
+            "",
+            "two words",
+            "https://u@host",
+            "host?x",
+            "ex ample",
+            "a..b",
+            "bad_host!",
+        ] {
             assert!(bad.parse::<Server>().is_err(), "{bad:?}");
         }
     }
@@ -197,7 +218,10 @@ mod tests {
     fn urls() {
         let s: Server = "https://keksbox.local".parse().unwrap();
         assert_eq!(s.signaling_url(), "wss://keksbox.local/signaling");
-        assert_eq!(s.room_link("hello world#x"), "https://keksbox.local/room#hello%20world%23x");
+        assert_eq!(
+            s.room_link("hello world#x"),
+            "https://keksbox.local/room#hello%20world%23x"
+        );
         let s: Server = "ws://[::1]:8080/m".parse().unwrap();
         assert_eq!(s.signaling_url(), "ws://[::1]:8080/m/signaling");
         assert_eq!(s.path("/config.json"), "/m/config.json");

@@ -242,7 +242,10 @@ mod tests {
         store.remember("[::1]:8443", Fingerprint::from_bytes([2; 32])).unwrap();
         store.remember("a:443", Fingerprint::from_bytes([3; 32])).unwrap();
         assert_eq!(store.lookup("a:443").unwrap(), Some(Fingerprint::from_bytes([3; 32])));
-        assert_eq!(store.lookup("[::1]:8443").unwrap(), Some(Fingerprint::from_bytes([2; 32])));
+        assert_eq!(
+            store.lookup("[::1]:8443").unwrap(),
+            Some(Fingerprint::from_bytes([2; 32]))
+        );
         assert_eq!(store.load().unwrap().len(), 2);
     }
 

@@ -1,6 +1,14 @@
 // One joined room: members, their peer connections (perfect negotiation), local resources
 // offered to them and remote resources they offer. Everything is sealed with the room key
 // before it reaches the relay. The UI listens through RoomEvents; no DOM here.
+//
+// The rules are those of the Rust Session (proto/src/session.rs), and both run the scenario
+// fixtures in proto/tests/data/session/ (test/unit/session-fixtures.test.ts) so they cannot
+// drift: a new `init` reports every member as left (ascending id); a `client_join` for a known
+// member changes nothing; user names lose control characters and are cut to 64 code points; a
+// re-sent provide for a known id is an update (`provideUpdate`), not a second `provide`;
+// provides of unknown kinds are ignored and a member has at most 1024 resources; a
+// `provide_stop`, `request`, `request_stop` or `preview` naming no such resource is ignored.
 
 import { RoomKey } from "./crypto";
 import { ChannelLike, FileSink, receiveFile, sendFile } from "./files";
@@ -44,6 +52,22 @@ export interface RoomEvents {
   /** Per-receiver progress of a local file (sent bytes), done or failed at the end. */
   uploadProgress(local: string, to: Member, bytes: number, state: "sending" | "done" | "failed"): void;
   peerState(m: Member): void;
+  /** The relay told us we are in the room (our own `client_join`). */
+  ready?(id: ClientId): void;
+  /** A member re-sent the provide of a resource we know: `r.info` changed. */
+  provideUpdate?(r: RemoteResource): void;
+  /** A message or packet was dropped (bad ciphertext, forged sender, unknown kind or resource). */
+  ignored?(from: ClientId | null, reason: string): void;
+}
+
+/** The longest user name kept, in code points (the Rust Session's MAX_USERNAME_CHARS). */
+export const MAX_USERNAME_CHARS = 64;
+/** How many resources one member may have announced at a time (MAX_RESOURCES_PER_MEMBER). */
+export const MAX_RESOURCES_PER_MEMBER = 1024;
+
+/** A user name as shown: control characters (Unicode Cc) removed, then cut to 64 code points. */
+export function cleanUsername(name: string): string {
+  return Array.from(name.replace(/\p{Cc}/gu, "")).slice(0, MAX_USERNAME_CHARS).join("");
 }
 
 /** What the UI may know about the connection to one member. */
@@ -79,9 +103,9 @@ export class Room {
     private readonly opts: RoomOptions,
   ) {}
 
-  /** A new relay session (first connect or reconnect): forget everyone; the join follows. */
+  /** A new relay session (first connect or reconnect): everyone leaves (ascending id); the join follows. */
   reset(myId: ClientId): void {
-    for (const m of [...this.members.values()]) this.removeMember(m);
+    for (const m of [...this.members.values()].sort((a, b) => a.id - b.id)) this.removeMember(m);
     this.myId = myId;
   }
 
@@ -116,6 +140,7 @@ export class Room {
     if (this.closed) return;
     switch (p.kind) {
       case "client_join":
+        if (p.id === this.myId) this.events.ready?.(p.id);
         if (p.id === this.myId || this.members.has(p.id)) return;
         this.addMember(p.id);
         return;
@@ -127,7 +152,7 @@ export class Room {
       case "message": {
         const m = this.members.get(p.sender);
         if (!m) {
-          console.warn(`keksbox: ignoring message from ${p.sender}, not a member`);
+          this.ignore(p.sender, "message from a non-member");
           return;
         }
         // Handle each member's messages in arrival order (negotiation depends on it), but never
@@ -206,7 +231,7 @@ export class Room {
     this.events.join(m);
     // Tell the newcomer (or, on our own join, each member already there) who we are and what we offer.
     void this.send(P.identify(this.username), id);
-    for (const r of this.local.values()) void this.send(P.provide(provideInfo(r)), id);
+    for (const r of [...this.local.values()].sort((a, b) => (a.id < b.id ? -1 : a.id > b.id ? 1 : 0))) void this.send(P.provide(provideInfo(r)), id);
     return m;
   }
 
@@ -218,18 +243,32 @@ export class Room {
     this.events.leave(m);
   }
 
+  private ignore(from: ClientId | null, reason: string): void {
+    console.warn(`keksbox: ignoring ${reason}${from === null ? "" : ` from ${from}`}`);
+    this.events.ignored?.(from, reason);
+  }
+
   private async onMessage(m: Member, sealed: string): Promise<void> {
     const msg = await this.key.openMessage(m.id, sealed);
-    if (!msg || this.closed || this.members.get(m.id) !== m) return;
+    if (this.closed || this.members.get(m.id) !== m) return;
+    if (!msg) {
+      this.ignore(m.id, "a message that does not open, is forged or is not understood");
+      return;
+    }
     if ("chat" in msg) this.events.chat(m, msg.chat);
     else if ("identify" in msg) {
-      m.username = msg.identify.username.slice(0, 200);
+      m.username = cleanUsername(msg.identify.username);
       this.events.update(m);
     } else if ("provide" in msg) {
       const id = msg.provide.id;
       const old = m.resources.get(id);
       if (old) {
         old.info = msg.provide;
+        this.events.provideUpdate?.(old);
+        return;
+      }
+      if (m.resources.size >= MAX_RESOURCES_PER_MEMBER) {
+        this.ignore(m.id, `more than ${MAX_RESOURCES_PER_MEMBER} resources`);
         return;
       }
       const r: RemoteResource = { info: msg.provide, owner: m, state: "available", stream: null };
@@ -238,24 +277,33 @@ export class Room {
       if (this.opts.autoRequest(r.info)) this.request(r);
     } else if ("provide_stop" in msg) {
       const r = m.resources.get(msg.provide_stop.id);
-      if (!r) return;
+      if (!r) {
+        this.ignore(m.id, "provide_stop for an unknown resource");
+        return;
+      }
       m.resources.delete(r.info.id);
       m.peer.dropIncoming(r.info.id);
       this.events.provideStop(r);
     } else if ("request" in msg) {
       const l = this.local.get(msg.request.id);
       if (!l) {
-        console.warn("keksbox: request for a resource we do not provide");
+        this.ignore(m.id, "request for a resource we do not provide");
         return;
       }
       m.peer.startSending(l);
-    } else if ("request_stop" in msg) m.peer.stopSending(msg.request_stop.id);
-    else if ("offer" in msg) await m.peer.onDescription({ type: "offer", sdp: msg.offer });
+    } else if ("request_stop" in msg) {
+      if (!this.local.has(msg.request_stop.id)) {
+        this.ignore(m.id, "request_stop for a resource we do not provide");
+        return;
+      }
+      m.peer.stopSending(msg.request_stop.id);
+    } else if ("offer" in msg) await m.peer.onDescription({ type: "offer", sdp: msg.offer });
     else if ("answer" in msg) await m.peer.onDescription({ type: "answer", sdp: msg.answer });
     else if ("ice_candidate" in msg) await m.peer.onCandidate(msg.ice_candidate);
     else if ("preview" in msg) {
       const r = m.resources.get(msg.preview.id);
       if (r) this.events.preview(r, msg.preview.data);
+      else this.ignore(m.id, "preview for an unknown resource");
     }
   }
 }

@@ -129,6 +129,7 @@ const en = {
   display_join: "Join this meeting with your phone: scan the code or open the link.",
   display_name: "Room display",
   open_display: "Open as room display",
+  forget_button: "Forget",
   unnamed_room: "Meeting",
 };
 
@@ -262,6 +263,7 @@ const de: Record<Key, string> = {
   display_join: "Tritt dieser Besprechung mit deinem Telefon bei: scanne den Code oder öffne den Link.",
   display_name: "Raumanzeige",
   open_display: "Als Raumanzeige öffnen",
+  forget_button: "Vergessen",
   unnamed_room: "Besprechung",
 };
 

@@ -106,6 +106,12 @@ export class Members {
     this.resourceState(r);
   }
 
+  /** A member announced a resource again with new details (its label). */
+  provideUpdate(r: RemoteResource): void {
+    const l = this.resources.get(r)?.li.querySelector(".label");
+    if (l) l.textContent = resLabel(r);
+  }
+
   provideStop(r: RemoteResource): void {
     const u = this.resources.get(r);
     u?.stopSpeak?.();

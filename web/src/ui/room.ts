@@ -138,6 +138,7 @@ const events: RoomEvents = {
   update: (m) => members.update(m),
   chat: (from, msg) => chat.received(nameOf(from), msg),
   provide: (r) => members.provide(r),
+  provideUpdate: (r) => members.provideUpdate(r),
   provideStop: (r) => members.provideStop(r),
   resourceState: (r) => members.resourceState(r),
   preview: (r, data) => members.preview(r, data),

@@ -31,14 +31,21 @@ app.append(
       { id: "start-form", onsubmit: (ev: Event) => (ev.preventDefault(), go()) },
       nameField,
       roomField,
-      h("div", { class: "row" }, h("button", { type: "button", id: "new-name", onclick: () => (roomInput.value = generateSecret()) }, t("new_name")), h("button", { type: "submit", id: "join", class: "primary" }, t("join"))),
+      h(
+        "div",
+        { class: "row" },
+        h("button", { type: "button", id: "new-name", onclick: () => (roomInput.value = generateSecret()) }, t("new_name")),
+        h("button", { type: "submit", id: "join", class: "primary" }, t("join")),
+        h("button", { type: "button", id: "open-display", onclick: () => go(true) }, t("open_display")),
+      ),
     ),
     h("section", { "aria-labelledby": "known-h" }, h("h2", { id: "known-h" }, t("known_rooms")), list),
     fingerprint,
   ),
 );
 
-function go(): void {
+/** Joins the room, or opens it as the meeting room's display (`?display`: shares nothing). */
+function go(display = false): void {
   const secret = roomInput.value.trim();
   // "?" starts the preferences in a room link, so it cannot be part of a secret.
   roomInput.setCustomValidity(secret.includes("?") ? "?" : "");
@@ -51,7 +58,7 @@ function go(): void {
     rooms.unshift({ name, secret });
     prefs.set("room_watches", formatRoomWatches(rooms.slice(0, 20)));
   }
-  location.href = "/room#" + encodeURIComponent(secret);
+  location.href = "/room#" + encodeURIComponent(secret) + (display ? "?display" : "");
 }
 
 const sig = new Signaling(signalingUrl(location), (u) => new WebSocket(u), {
@@ -79,7 +86,7 @@ async function render(): Promise<void> {
       " ",
       count,
       " ",
-      h("button", { type: "button", class: "small", "aria-label": t("forget", { name: r.name }), onclick: () => forget(r.secret) }, "✕"),
+      h("button", { type: "button", class: "small", "aria-label": t("forget", { name: r.name }), onclick: () => forget(r.secret) }, t("forget_button")),
     );
     list.append(li);
     const hash = await roomHash(r.secret);

@@ -5,7 +5,7 @@
 import assert from "node:assert/strict";
 import { spawn } from "node:child_process";
 import { createHash } from "node:crypto";
-import { readFileSync } from "node:fs";
+import { mkdirSync, readFileSync } from "node:fs";
 import { mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { dirname, join as pjoin } from "node:path";
@@ -123,6 +123,7 @@ async function inboundStats(page, ownerId, kind) {
 }
 
 before(async () => {
+  mkdirSync(pjoin(WEB, "test", "e2e", "screenshots"), { recursive: true });
   relay = await startRelay();
   // playwright launches with a fresh temporary profile (user-data-dir) every run
   browser = await chromium.launch({
@@ -730,6 +731,247 @@ test("relay killed and restarted: both browsers rejoin and chat again within 5 s
   const playing = () => b.page.$$eval(`${tiles(a)} video`, (vs) => vs.some((v) => v.videoWidth > 0));
   const debug = () => b.page.evaluate(() => JSON.stringify([...document.querySelectorAll("#members .resource")].map((x) => [x.className, x.dataset.state, x.querySelector("video")?.videoWidth])) + JSON.stringify([...window.keksbox.room.members.values()].map((m) => [m.peer.pc.connectionState, m.peer.pc.signalingState])));
   await until("bob's enabled video plays again", playing, 10_000).catch(async (e) => assert.fail(`${e.message}: ${await debug()}`));
+});
+
+// ---------- gallery, phone layout, keyboard, room display (issue 12) ----------
+
+const SHOTS = pjoin(WEB, "test", "e2e", "screenshots");
+
+/** A page of its own (own room) at a given viewport, logged like the participants. */
+async function soloPage(name, room, viewport, init) {
+  const ctx = await newContext({}, { viewport });
+  if (init) await ctx.addInitScript(init);
+  const page = await ctx.newPage();
+  page.on("console", (m) => logs.push(`${name} ${m.type()}: ${m.text()}`));
+  page.on("pageerror", (e) => logs.push(`${name} PAGEERROR: ${e}`));
+  await page.goto(`${BASE}/room#${room}`);
+  await page.waitForSelector("body[data-state=joined]");
+  return { ctx, page };
+}
+
+/** The boxes of the gallery's video tiles once `n` are laid out with their videos playing. */
+function tileBoxes(page, n) {
+  return page.evaluate((n) => {
+    const tiles = [...document.querySelectorAll("#gallery .tile.video")];
+    if (tiles.length !== n || !tiles.every((t) => t.querySelector("video").videoWidth > 0)) return null;
+    const box = (e) => {
+      const r = e.getBoundingClientRect();
+      return { x: r.x, y: r.y, w: r.width, h: r.height };
+    };
+    return { tiles: tiles.map((t) => ({ ...box(t), screen: t.classList.contains("screen") })), main: box(document.querySelector("main")), vw: innerWidth, vh: innerHeight };
+  }, n);
+}
+
+/** Asserts the gallery rules; returns the share of the main area the tiles cover. */
+function checkTiles(m, what) {
+  for (const t of m.tiles) assert.ok(t.x >= 0 && t.y >= 0 && t.x + t.w <= m.vw + 0.5 && t.y + t.h <= m.vh + 0.5 && t.w > 0 && t.h > 0, `${what}: tile ${JSON.stringify(t)} outside the ${m.vw}x${m.vh} viewport`);
+  for (let i = 0; i < m.tiles.length; i++) {
+    for (let j = i + 1; j < m.tiles.length; j++) {
+      const [a, b] = [m.tiles[i], m.tiles[j]];
+      const overlap = a.x < b.x + b.w - 0.5 && b.x < a.x + a.w - 0.5 && a.y < b.y + b.h - 0.5 && b.y < a.y + a.h - 0.5;
+      assert.ok(!overlap, `${what}: tiles ${i} and ${j} overlap: ${JSON.stringify([a, b])}`);
+    }
+  }
+  return m.tiles.reduce((s, t) => s + t.w * t.h, 0) / (m.main.w * m.main.h);
+}
+
+async function runAxe(page) {
+  await page.evaluate(AXE);
+  return page.evaluate(async () => {
+    const r = await window.axe.run(document);
+    return r.violations.map((v) => `${v.id}: ${v.nodes.map((n) => n.target.join(" ")).join(", ")}`);
+  });
+}
+
+for (const [vw, vh, label] of [[1280, 800, "laptop"], [390, 844, "phone"]]) {
+  test(`gallery at ${vw}x${vh} (${label}): 1, 2, 4 and 9 tiles inside the viewport, none overlapping, >= 60% of the main area; full screen`, T, async () => {
+    const { ctx, page: p } = await soloPage(`gallery-${label}`, `${SECRET}-gallery-${label}?username=gina`, { width: vw, height: vh });
+    let added = 0;
+    const shares = [];
+    for (const n of [1, 2, 4, 9]) {
+      for (; added < n; added++) await p.click("#add-camera");
+      const m = await until(`${n} tiles laid out`, async () => {
+        const m = await tileBoxes(p, n);
+        // Laid out once the last tile has its size (one animation frame after it arrived).
+        return m && m.tiles.every((t) => t.w > 0) && m;
+      });
+      await sleep(100);
+      const settled = await tileBoxes(p, n);
+      const share = checkTiles(settled, `${n} tiles at ${label}`);
+      shares.push(`${n}: ${(share * 100).toFixed(0)}%`);
+      assert.ok(share >= 0.6, `${n} tiles at ${label} cover ${(share * 100).toFixed(1)}% of the main area`);
+      if (n === 4) await p.screenshot({ path: pjoin(SHOTS, `gallery-${label}.png`) });
+      void m;
+    }
+    console.log(`# ${label}: tiles cover ${shares.join(", ")} of the main area`);
+    // Full screen from the tile's button, and back.
+    await p.click("#gallery .tile.video:first-child button.fullscreen");
+    await until("tile full screen", () => p.evaluate(() => document.fullscreenElement?.classList.contains("tile")));
+    await p.evaluate(() => document.exitFullscreen());
+    await until("left full screen", () => p.evaluate(() => document.fullscreenElement === null));
+    // Double-click does the same.
+    await p.dblclick("#gallery .tile.video:last-child video");
+    await until("full screen by double-click", () => p.evaluate(() => document.fullscreenElement?.classList.contains("tile")));
+    await p.evaluate(() => document.exitFullscreen());
+    assert.deepEqual(await runAxe(p), [], `axe with 9 tiles at ${label}`);
+    await ctx.close();
+  });
+}
+
+test("gallery: a screen share is the largest tile, the cameras in a strip", T, async () => {
+  const { ctx, page: p } = await soloPage("spotlight", `${SECRET}-spotlight?username=sam`, { width: 1280, height: 800 });
+  await p.click("#add-camera");
+  await p.click("#add-camera");
+  await p.click("#add-screen");
+  const refused = await until("screen tile or refusal", async () => ((await p.$("#gallery .tile.screen")) ? "no" : (await p.$$eval("#notices .warn", (e) => e.some((x) => x.textContent.includes("Screen")))) ? "yes" : false));
+  if (refused === "yes") {
+    console.log("# screen capture refused by headless Chromium: spotlight not checked");
+    await ctx.close();
+    return;
+  }
+  await until("three tiles", () => tileBoxes(p, 3));
+  await sleep(150);
+  const m = await tileBoxes(p, 3);
+  checkTiles(m, "spotlight");
+  const [screen] = m.tiles.filter((t) => t.screen);
+  for (const t of m.tiles.filter((t) => !t.screen)) assert.ok(t.w * t.h * 2 < screen.w * screen.h, `screen ${JSON.stringify(screen)} far larger than ${JSON.stringify(t)}`);
+  await p.screenshot({ path: pjoin(SHOTS, "gallery-screen-share.png") });
+  await ctx.close();
+});
+
+test("phone: controls in a bar at the bottom, chat as an overlay, touch targets of at least 44 px", T, async () => {
+  const { ctx, page: p } = await soloPage("phone", `${SECRET}-phone?username=pia`, { width: 390, height: 844 });
+  await p.click("#add-camera");
+  await until("a tile", () => tileBoxes(p, 1));
+  const bar = await p.$eval("#controls", (e) => e.getBoundingClientRect().toJSON());
+  assert.ok(bar.bottom >= 843 && bar.top > 700, `controls at the bottom: ${JSON.stringify(bar)}`);
+  assert.equal(await p.isVisible("#chat"), false, "chat closed at first on a phone");
+  const small = () =>
+    p.$$eval("button, input:not([type=file]):not([type=range])", (els) =>
+      els
+        .filter((e) => e.checkVisibility() && e.getBoundingClientRect().width > 0)
+        .map((e) => [e.id || e.className || e.textContent, e.getBoundingClientRect()])
+        .filter(([, r]) => r.width < 44 || r.height < 44)
+        .map(([n, r]) => `${n} ${r.width}x${r.height}`),
+    );
+  assert.deepEqual(await small(), [], "touch targets in the gallery and bar");
+  await p.click("#toggle-chat");
+  assert.ok(await p.isVisible("#chat-input"));
+  const side = await p.$eval("#side", (e) => e.getBoundingClientRect().toJSON());
+  const stage = await p.$eval("main", (e) => e.getBoundingClientRect().toJSON());
+  assert.ok(side.top <= stage.top && side.bottom >= stage.bottom - 1 && side.width >= 389, `chat covers the gallery: ${JSON.stringify({ side, stage })}`);
+  assert.ok(await p.isVisible("#controls"), "the bar stays");
+  assert.deepEqual(await small(), [], "touch targets in the chat overlay");
+  await p.fill("#chat-input", "from the phone");
+  await p.press("#chat-input", "Enter");
+  await until("own line", async () => (await chatTexts(p)).some((t) => t.endsWith("from the phone")));
+  await p.screenshot({ path: pjoin(SHOTS, "phone-chat.png") });
+  assert.deepEqual(await runAxe(p), [], "axe on the phone layout with the chat open");
+  await p.click("#toggle-people");
+  assert.equal(await p.isVisible("#chat"), false, "one panel at a time on a phone");
+  assert.ok(await p.isVisible("#local-resources"));
+  await ctx.close();
+});
+
+test("keyboard only: Tab reaches every control, in the order header controls, gallery, people, chat", T, async () => {
+  const { ctx, page: p } = await soloPage("keys", `${SECRET}-keys?username=kai`, { width: 1280, height: 800 });
+  await p.click("#add-camera");
+  await p.click("#add-mic");
+  await until("tile and microphone", async () => (await tileBoxes(p, 1)) && (await p.$("#local-resources .mute")));
+  // Start where a person would: a click on the title (sets where Tab goes from).
+  await p.click("#room-title");
+  const focusable = await p.$$eval("button, input, a[href], [tabindex]:not([tabindex='-1'])", (els) => els.filter((e) => e.checkVisibility() && !e.disabled && e.tabIndex >= 0).length);
+  const order = [];
+  for (let i = 0; i < focusable + 3; i++) {
+    await p.keyboard.press("Tab");
+    order.push(await p.evaluate(() => {
+      const e = document.activeElement;
+      if (!e || e === document.body) return null;
+      const where = e.closest("#controls") ? "controls" : e.closest("#gallery") ? "gallery" : e.closest("#people") ? "people" : e.closest("#chat") ? "chat" : "other";
+      return `${where}:${e.id || e.getAttribute("aria-label") || e.textContent || e.tagName}`;
+    }));
+  }
+  const seen = [...new Set(order.filter((x) => x !== null))];
+  assert.equal(seen.length, focusable, `every control once: ${seen.join(" | ")}`);
+  const areas = seen.map((x) => x.split(":")[0]);
+  const firstOf = (a) => areas.indexOf(a);
+  const lastOf = (a) => areas.lastIndexOf(a);
+  assert.ok(lastOf("controls") < firstOf("gallery") && lastOf("gallery") < firstOf("people") && lastOf("people") < firstOf("chat"), areas.join(","));
+  assert.equal(seen[0], "controls:add-mic");
+  // Every control works from the keyboard: Enter on the first tile's full-screen button.
+  await p.focus("#gallery .tile button.fullscreen");
+  await p.keyboard.press("Enter");
+  await until("full screen by keyboard", () => p.evaluate(() => document.fullscreenElement?.classList.contains("tile")));
+  await p.evaluate(() => document.exitFullscreen());
+  await ctx.close();
+});
+
+test("room display: no camera or microphone, QR code of the link while alone, every camera decoded, invitation hidden when someone joins, wake lock", T, async () => {
+  const { default: jsQR } = await import("jsqr");
+  const room = `${SECRET}-display`;
+  const { ctx, page: d } = await soloPage("display", `${room}?display`, { width: 1280, height: 720 }, () => {
+    window.gumCalls = [];
+    const md = navigator.mediaDevices;
+    for (const f of ["getUserMedia", "getDisplayMedia"]) {
+      const orig = md[f].bind(md);
+      md[f] = (c) => (window.gumCalls.push(f), orig(c));
+    }
+    window.wakeLocks = [];
+    Object.defineProperty(navigator, "wakeLock", { value: { request: async (type) => (window.wakeLocks.push(type), { released: false, release: async () => {} }) } });
+  });
+  const link = `${BASE}/room#${encodeURIComponent(room)}`;
+  assert.ok(await d.isVisible("#invite-qr"), "QR code while alone");
+  assert.equal(await d.$("#controls"), null, "no controls");
+  assert.equal(await d.isVisible("#side"), false, "no side panel");
+  assert.match(await d.textContent("#invite"), new RegExp(link.replace(/[.?*+^$[\]\\(){}|-]/g, "\\$&")));
+  // Decode the QR code as a phone would see it (scaled up, pixel for pixel).
+  const img = await d.$eval("#invite-qr", (c) => {
+    const k = 8;
+    const big = document.createElement("canvas");
+    big.width = c.width * k;
+    big.height = c.height * k;
+    const g = big.getContext("2d");
+    g.imageSmoothingEnabled = false;
+    g.fillStyle = "#fff";
+    g.fillRect(0, 0, big.width, big.height);
+    g.drawImage(c, 0, 0, big.width, big.height);
+    return { w: big.width, h: big.height, data: Array.from(g.getImageData(0, 0, big.width, big.height).data) };
+  });
+  const qr = jsQR(Uint8ClampedArray.from(img.data), img.w, img.h);
+  assert.equal(qr?.data, link, "the QR code decodes to the room link");
+  await until("wake lock", () => d.evaluate(() => window.wakeLocks.length === 1 && window.wakeLocks[0] === "screen"));
+  assert.deepEqual(await runAxe(d), [], "axe on the display's invitation");
+  await d.screenshot({ path: pjoin(SHOTS, "display-invite.png") });
+  // Someone joins with two cameras and a microphone: the display takes all of it by itself.
+  const z = await join("zoe", room);
+  await until("invitation hidden", async () => !(await d.isVisible("#invite")));
+  await z.page.click("#add-camera");
+  await z.page.click("#add-camera");
+  await z.page.click("#add-mic");
+  await until("both cameras decoded at the display", () => d.$$eval(`${tiles(z)} video`, (vs) => vs.length === 2 && vs.every((v) => v.videoWidth > 0)));
+  const frames = await until("frames decoded", () => inboundStats(d, z.id, "video").then((s) => s && s.frames > 0 && s.frames));
+  assert.ok(frames > 0);
+  await until("audio enabled by itself", () => d.$(`${remoteRes(null, z, "audio")}[data-state=active]`));
+  assert.deepEqual(await d.evaluate(() => window.gumCalls), [], "the display never asked for a camera, microphone or screen");
+  await sleep(300);
+  await d.screenshot({ path: pjoin(SHOTS, "display-gallery.png") });
+  assert.deepEqual(await runAxe(d), [], "axe on the display with tiles");
+  await z.ctx.close();
+  delete users.zoe;
+  await until("invitation back when alone", () => d.isVisible("#invite-qr"));
+  await ctx.close();
+});
+
+test("start page: the room display button opens the room with ?display", T, async () => {
+  const ctx = await newContext();
+  const p = await ctx.newPage();
+  await p.goto(`${BASE}/`);
+  await p.fill(".secret", `${SECRET}-tv`);
+  await p.click("#open-display");
+  await p.waitForSelector("body.display[data-state=joined]");
+  assert.equal(decodeURIComponent(new URL(p.url()).hash), `#${SECRET}-tv?display`);
+  assert.ok(await p.isVisible("#invite-qr"));
+  await ctx.close();
 });
 
 test("no page errors and no Content-Security-Policy violations in any browser", async () => {

@@ -10,6 +10,7 @@ import { Signaling, signalingUrl } from "../protocol/signaling";
 import { Chat } from "./chat";
 import { initLanguage, prefs, rtcConfig, username } from "./common";
 import { helpDlg, openHelp, openSettings, openShare, settingsDlg, shareDlg } from "./dialogs";
+import { warmUp, workerDerives } from "./derive";
 import { DISPLAY_PARAM, RoomDisplay } from "./display";
 import { h } from "./el";
 import { Gallery } from "./gallery";
@@ -26,6 +27,7 @@ function fragmentPrefs(f: RoomFragment | null): [string, string][] {
 }
 
 const first = parseFragment(location.hash);
+if (first) warmUp();
 const displayMode = first?.params.some(([k]) => k === DISPLAY_PARAM) ?? false;
 prefs.setFragment(fragmentPrefs(first));
 initLanguage();
@@ -164,7 +166,11 @@ async function enterRoom(frag: RoomFragment): Promise<void> {
   old?.close();
   joined = false;
   delete document.body.dataset.state;
-  const [key, hash, config] = await Promise.all([RoomKey.derive(frag.secret), roomHash(frag.secret), rtc]);
+  // The WebSocket is already open (sig.start); the two derivations run side by side in workers.
+  const [keyDerive, hashDerive] = workerDerives();
+  performance.mark("keksbox-derive-start"); // read by `npm run bench`
+  const [key, hash, config] = await Promise.all([RoomKey.derive(frag.secret, keyDerive), roomHash(frag.secret, hashDerive), rtc]);
+  performance.mark("keksbox-derived");
   if (current !== frag) return; // switched again meanwhile
   const r = new Room(hash, key, (p) => sig.send(p), events, {
     rtcConfig: config,

@@ -962,6 +962,31 @@ test("room display: no camera or microphone, QR code of the link while alone, ev
   await ctx.close();
 });
 
+test("the room key and hash are derived in workers; with the worker script blocked the page derives them itself", T, async () => {
+  const ctx = await newContext();
+  const p = await ctx.newPage();
+  await p.goto(`${BASE}/room#${SECRET}-workers`);
+  await p.waitForSelector("body[data-state=joined]");
+  assert.equal(await p.evaluate(() => performance.getEntriesByType("resource").filter((e) => e.name.endsWith("/assets/pbkdf2-worker.js")).length), 2, "two workers started");
+  await ctx.close();
+  const blocked = await newContext();
+  await blocked.route("**/assets/pbkdf2-worker.js", (r) => r.abort());
+  const q = await blocked.newPage();
+  const warned = [];
+  q.on("console", (m) => warned.push(m.text()));
+  await q.goto(`${BASE}/room#${SECRET}-workers`);
+  await q.waitForSelector("body[data-state=joined]");
+  const w = await join("walt", `${SECRET}-workers`);
+  await until("the blocked page sees walt, so its hash is right", async () => (await memberNames(q)).includes("walt"));
+  await w.page.fill("#chat-input", "same key?");
+  await w.page.press("#chat-input", "Enter");
+  await until("and its key is right", async () => (await chatTexts(q)).includes("walt: same key?"));
+  assert.ok(warned.some((t) => t.includes("deriving on the page")), warned.join("\n"));
+  await w.ctx.close();
+  delete users.walt;
+  await blocked.close();
+});
+
 test("start page: the room display button opens the room with ?display", T, async () => {
   const ctx = await newContext();
   const p = await ctx.newPage();

@@ -158,11 +158,12 @@ export function parseClientbound(text: string): ClientboundPacket | null {
   }
 }
 
+/** Every field is optional, as in RTCIceCandidateInit (a missing candidate is empty), like the Rust parser. */
 function parseIce(b: unknown): IceCandidateJson | null {
-  if (!isObj(b) || !isStr(b.candidate) || !optStr(b.sdpMid) || !optStr(b.usernameFragment)) return null;
+  if (!isObj(b) || !optStr(b.candidate) || !optStr(b.sdpMid) || !optStr(b.usernameFragment)) return null;
   if (b.sdpMLineIndex !== undefined && b.sdpMLineIndex !== null && !isId(b.sdpMLineIndex)) return null;
   return {
-    candidate: b.candidate,
+    candidate: (b.candidate as string | null | undefined) ?? "",
     sdpMid: (b.sdpMid as string | null | undefined) ?? null,
     sdpMLineIndex: (b.sdpMLineIndex as number | null | undefined) ?? null,
     usernameFragment: (b.usernameFragment as string | null | undefined) ?? null,

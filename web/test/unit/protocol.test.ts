@@ -121,8 +121,13 @@ test("unknown relay message kind and unknown provide kind are ignored with a war
   assert.deepEqual(P.parseRelayMessage({ request: { id: "x", future: 1 } }), { request: { id: "x" } });
 });
 
+test("an ice_candidate's fields are all optional, as in RTCIceCandidateInit (and in the Rust parser)", () => {
+  assert.deepEqual(P.parseRelayMessage({ ice_candidate: {} }), { ice_candidate: { candidate: "", sdpMid: null, sdpMLineIndex: null, usernameFragment: null } });
+  assert.deepEqual(P.parseRelayMessage({ ice_candidate: { sdpMid: "0" } }), { ice_candidate: { candidate: "", sdpMid: "0", sdpMLineIndex: null, usernameFragment: null } });
+});
+
 test("malformed relay messages are ignored with a warning", async () => {
-  for (const bad of [null, 3, { chat: { text: 5 } }, { chat: { video: "x" } }, { identify: {} }, { offer: 1 }, { ice_candidate: { sdpMid: "0" } }, { provide: { id: 1, kind: "file" } }]) {
+  for (const bad of [null, 3, { chat: { text: 5 } }, { chat: { video: "x" } }, { identify: {} }, { offer: 1 }, { ice_candidate: { candidate: 5 } }, { ice_candidate: { sdpMid: 0 } }, { provide: { id: 1, kind: "file" } }]) {
     const w = await warnings(() => assert.equal(P.parseRelayMessage(bad), null));
     assert.ok(w.length >= 1, JSON.stringify(bad));
   }

@@ -18,7 +18,7 @@
 //!   candidates) as a state machine for WebRTC stacks without implicit rollback.
 //! - [`resources`]: which remote resources we requested and which arrived (tracks by stream
 //!   id, data channels by label, anything unrequested refused), and who receives each of ours.
-//! - [`file`]: file transfer framing on a data channel (binary chunks, then `end`), the
+//! - [`file`](mod@file): file transfer framing on a data channel (binary chunks, then `end`), the
 //!   receiver's verdict (complete / failed) and the flow-control watermarks.
 //!
 //! # Data flow

@@ -790,18 +790,14 @@ for (const [vw, vh, label] of [[1280, 800, "laptop"], [390, 844, "phone"]]) {
     const shares = [];
     for (const n of [1, 2, 4, 9]) {
       for (; added < n; added++) await p.click("#add-camera");
-      const m = await until(`${n} tiles laid out`, async () => {
-        const m = await tileBoxes(p, n);
-        // Laid out once the last tile has its size (one animation frame after it arrived).
-        return m && m.tiles.every((t) => t.w > 0) && m;
-      });
+      // Laid out once the last tile has its size (one animation frame after it arrived).
+      await until(`${n} tiles laid out`, async () => (await tileBoxes(p, n))?.tiles.every((t) => t.w > 0));
       await sleep(100);
       const settled = await tileBoxes(p, n);
       const share = checkTiles(settled, `${n} tiles at ${label}`);
       shares.push(`${n}: ${(share * 100).toFixed(0)}%`);
       assert.ok(share >= 0.6, `${n} tiles at ${label} cover ${(share * 100).toFixed(1)}% of the main area`);
       if (n === 4) await p.screenshot({ path: pjoin(SHOTS, `gallery-${label}.png`) });
-      void m;
     }
     console.log(`# ${label}: tiles cover ${shares.join(", ")} of the main area`);
     // Full screen from the tile's button, and back.
@@ -945,10 +941,21 @@ test("room display: no camera or microphone, QR code of the link while alone, ev
   // Someone joins with two cameras and a microphone: the display takes all of it by itself.
   const z = await join("zoe", room);
   await until("invitation hidden", async () => !(await d.isVisible("#invite")));
+  // Without video, zoe is a small name tile; with it, her tiles carry her name.
+  await until("zoe as a name tile", async () => (await d.isVisible(`#strip .person[data-owner="${z.id}"]`)) && (await d.textContent(`#strip .person[data-owner="${z.id}"] .name`)) === "zoe");
   await z.page.click("#add-camera");
   await z.page.click("#add-camera");
-  await z.page.click("#add-mic");
   await until("both cameras decoded at the display", () => d.$$eval(`${tiles(z)} video`, (vs) => vs.length === 2 && vs.every((v) => v.videoWidth > 0)));
+  assert.equal(await d.isVisible(`#strip .person[data-owner="${z.id}"]`), false, "no name tile beside her video");
+  assert.deepEqual(await d.$$eval(`${tiles(z)}`, (ts) => ts.map((t) => [t.querySelector(".name").textContent, t.classList.contains("muted")])), [["zoe", true], ["zoe", true]], "muted mark: no audio from her yet");
+  await d.evaluate((id) => {
+    window.sawSpeaking = false;
+    const tile = document.querySelector(`#gallery .tile[data-owner="${id}"]`);
+    new MutationObserver(() => (window.sawSpeaking ||= tile.classList.contains("speaking"))).observe(tile, { attributes: true });
+  }, z.id);
+  await z.page.click("#add-mic");
+  await until("mute mark gone once her audio plays", () => d.$$eval(`${tiles(z)}`, (ts) => ts.every((t) => !t.classList.contains("muted"))));
+  await until("her tile lights up while the fake microphone beeps", () => d.evaluate(() => window.sawSpeaking), 10_000);
   const frames = await until("frames decoded", () => inboundStats(d, z.id, "video").then((s) => s && s.frames > 0 && s.frames));
   assert.ok(frames > 0);
   await until("audio enabled by itself", () => d.$(`${remoteRes(null, z, "audio")}[data-state=active]`));

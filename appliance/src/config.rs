@@ -35,12 +35,15 @@ pub struct ServerConfig {
 #[serde(deny_unknown_fields, default)]
 pub struct Limits {
     pub max_connections: usize,
+    pub max_connections_per_address: usize,
+    pub buffered_bytes: usize,
     pub max_message_size: usize,
     pub max_frame_size: usize,
     pub max_watched_rooms: usize,
     pub send_queue_messages: usize,
     pub send_queue_bytes: usize,
     pub idle_timeout_secs: u64,
+    pub message_timeout_secs: u64,
     pub handshake_timeout_secs: u64,
     pub write_timeout_secs: u64,
     pub relay_bytes_per_sec: usize,
@@ -70,17 +73,20 @@ impl Default for ServerConfig {
 impl Default for Limits {
     fn default() -> Self {
         Limits {
-            max_connections: 4096,
+            max_connections: 1024,
+            max_connections_per_address: 32,
+            buffered_bytes: 96 << 20,
             max_message_size: 8 << 20,
             max_frame_size: 8 << 20,
             max_watched_rooms: 64,
-            send_queue_messages: 8192,
+            send_queue_messages: 2048,
             send_queue_bytes: 16 << 20,
             idle_timeout_secs: 90,
+            message_timeout_secs: 30,
             handshake_timeout_secs: 10,
             write_timeout_secs: 10,
-            relay_bytes_per_sec: 32 << 20,
-            relay_burst_bytes: 64 << 20,
+            relay_bytes_per_sec: 2 << 20,
+            relay_burst_bytes: 8 << 20,
         }
     }
 }
@@ -88,6 +94,10 @@ impl Default for Limits {
 impl Limits {
     pub fn idle_timeout(&self) -> Duration {
         Duration::from_secs(self.idle_timeout_secs)
+    }
+
+    pub fn message_timeout(&self) -> Duration {
+        Duration::from_secs(self.message_timeout_secs)
     }
 
     pub fn handshake_timeout(&self) -> Duration {
@@ -128,11 +138,14 @@ impl Config {
         let l = &self.limits;
         for (name, value) in [
             ("limits.max_connections", l.max_connections),
+            ("limits.max_connections_per_address", l.max_connections_per_address),
+            ("limits.buffered_bytes", l.buffered_bytes),
             ("limits.max_message_size", l.max_message_size),
             ("limits.max_frame_size", l.max_frame_size),
             ("limits.send_queue_messages", l.send_queue_messages),
             ("limits.send_queue_bytes", l.send_queue_bytes),
             ("limits.idle_timeout_secs", l.idle_timeout_secs as usize),
+            ("limits.message_timeout_secs", l.message_timeout_secs as usize),
             ("limits.handshake_timeout_secs", l.handshake_timeout_secs as usize),
             ("limits.write_timeout_secs", l.write_timeout_secs as usize),
             ("limits.relay_bytes_per_sec", l.relay_bytes_per_sec),
@@ -160,6 +173,19 @@ impl Config {
             "limits.send_queue_bytes ({}) must be at least limits.max_message_size ({}), or no \
              message of the largest size could ever be queued",
             l.send_queue_bytes,
+            l.max_message_size
+        );
+        anyhow::ensure!(
+            l.relay_burst_bytes <= l.send_queue_bytes,
+            "limits.relay_burst_bytes ({}) must not exceed limits.send_queue_bytes ({}): a member's burst \
+             must fit the queue of a member who keeps reading, or a flood would evict readers",
+            l.relay_burst_bytes,
+            l.send_queue_bytes
+        );
+        anyhow::ensure!(
+            l.buffered_bytes >= l.max_message_size,
+            "limits.buffered_bytes ({}) must be at least limits.max_message_size ({})",
+            l.buffered_bytes,
             l.max_message_size
         );
         Ok(())
@@ -208,6 +234,9 @@ mod tests {
             "[limits]\nmax_connections = -1",
             "[limits]\nmax_connections = 0",
             "[limits]\nsend_queue_bytes = 10",
+            "[limits]\nrelay_burst_bytes = 33554432",
+            "[limits]\nbuffered_bytes = 1024",
+            "[limits]\nmax_connections_per_address = 0",
             "[webrtc]\nstun = 5",
             "[tls]\nredirect_bind = \"127.0.0.1:8443\"",
             "[tls]\nhandshake_timeout_secs = 0",

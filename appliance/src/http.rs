@@ -9,14 +9,16 @@ use http::{Method, Request, Response, StatusCode};
 use http_body_util::Full;
 use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
-use log::{debug, warn};
+use log::debug;
 use serde_json::json;
 use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
 use tokio_tungstenite::tungstenite::protocol::Role;
 
 use crate::State;
+use crate::admission::Slot;
 use crate::assets::Asset;
+use crate::relay::Metered;
 
 pub type Body = Full<Bytes>;
 
@@ -27,10 +29,10 @@ pub const CSP: &str = "default-src 'self'; script-src 'self' 'wasm-unsafe-eval';
     worker-src 'self' blob:; object-src 'none'; base-uri 'none'; frame-ancestors 'none'; form-action 'self'";
 
 /// Routes one request.
-pub async fn route(state: Arc<State>, peer: String, req: Request<Incoming>) -> Response<Body> {
+pub async fn route(state: Arc<State>, peer: String, slot: Arc<Slot>, req: Request<Incoming>) -> Response<Body> {
     let path = req.uri().path().to_owned();
     if path == "/signaling" {
-        return upgrade(state, peer, req);
+        return upgrade(state, peer, slot, req);
     }
     if req.method() != Method::GET && req.method() != Method::HEAD {
         return with_headers(text(StatusCode::METHOD_NOT_ALLOWED, "method not allowed\n"));
@@ -115,7 +117,7 @@ fn file(state: &State, req: &Request<Incoming>, path: &str) -> Response<Body> {
     response.unwrap_or_else(|_| text(StatusCode::INTERNAL_SERVER_ERROR, "internal error\n"))
 }
 
-fn upgrade(state: Arc<State>, peer: String, mut req: Request<Incoming>) -> Response<Body> {
+fn upgrade(state: Arc<State>, peer: String, slot: Arc<Slot>, mut req: Request<Incoming>) -> Response<Body> {
     let headers = req.headers();
     let has = |name: header::HeaderName, token: &str| {
         headers.get_all(name).iter().any(|v| {
@@ -131,21 +133,18 @@ fn upgrade(state: Arc<State>, peer: String, mut req: Request<Incoming>) -> Respo
         return with_headers(text(StatusCode::BAD_REQUEST, "this is a WebSocket endpoint\n"));
     };
     let accept = derive_accept_key(key.as_bytes());
-    let Ok(permit) = state.connections.clone().try_acquire_owned() else {
-        warn!("refusing a signaling connection from {peer}: limits.max_connections reached");
-        return with_headers(text(StatusCode::SERVICE_UNAVAILABLE, "too many connections\n"));
-    };
     let on_upgrade = hyper::upgrade::on(&mut req);
     let hub = state.hub.clone();
     let shutdown = state.shutdown.clone();
     let config = hub.websocket_config();
     state.tasks.spawn(async move {
-        // Held for the life of the connection: it is what max_connections counts.
-        let _permit = permit;
+        // Held for the life of the WebSocket: it is what the connection limits count.
+        let _slot = slot;
         match on_upgrade.await {
             Ok(upgraded) => {
-                let ws = WebSocketStream::from_raw_socket(TokioIo::new(upgraded), Role::Server, Some(config)).await;
-                crate::relay::serve(hub, ws, peer, shutdown).await;
+                let io = Metered::new(TokioIo::new(upgraded), hub.budget().clone());
+                let ws = WebSocketStream::from_raw_socket(io, Role::Server, Some(config)).await;
+                crate::relay::serve_websocket(hub, ws, peer, shutdown).await;
             }
             Err(e) => debug!("WebSocket upgrade from {peer} failed: {e}"),
         }

@@ -9,22 +9,30 @@
 //!
 //! # Data flow
 //! ```text
-//! TcpListener -> hyper (one task per connection) -> http::route
-//!     /signaling -> upgrade -> relay::serve (one task per client)
+//! TcpListener -> admission (per address, in all) -> hyper (one task per connection) -> http::route
+//!     /signaling -> upgrade -> relay::serve_websocket (one task per client)
 //!         text frame -> ServerboundPacket -> Hub: Registry -> outputs -> queues -> sockets
 //! ```
-//! [`run`] serves until its shutdown future completes, then closes every WebSocket with
-//! "going away" and waits briefly for the connection tasks.
+//! [`serve_plain_http`] serves until its shutdown future completes, then closes every
+//! WebSocket with "going away" and waits briefly for the connection tasks.
+//!
+//! # Bounds
+//! Every connection takes a slot from [`admission`] at accept (`limits.max_connections`,
+//! fitted to the open-file limit, and `limits.max_connections_per_address`); what clients
+//! send and what waits for them draws from one [`budget`] (`limits.buffered_bytes`).
 //!
 //! # The appliance around it
 //! - [`platform`]: listeners (bound or from systemd socket activation), the HTTP→HTTPS
-//!   [`redirect`], journald logging, sd-notify readiness and watchdog; [`platform::run`] is what
-//!   the binary calls, [`run`] (plain HTTP) is what the relay tests call.
+//!   [`redirect`], journald logging, sd-notify readiness and watchdog;
+//!   [`platform::run_appliance`] is what the binary calls, [`serve_plain_http`] is what the
+//!   relay tests call.
 //! - [`tls`]: the generated (or configured) certificate, its fingerprint, the rustls acceptor;
-//!   [`serve`] runs the TLS handshake in each connection's task before HTTP.
+//!   [`serve_listener`] runs the TLS handshake in each connection's task before HTTP.
 //! - [`mdns`]: announces `keksbox.local`, `_https._tcp` and `_keksmeet._tcp`.
 
+pub mod admission;
 pub mod assets;
+pub mod budget;
 pub mod config;
 pub mod http;
 pub mod mdns;
@@ -42,9 +50,10 @@ use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use log::{debug, info, warn};
 use tokio::net::TcpListener;
-use tokio::sync::{Semaphore, watch};
+use tokio::sync::watch;
 use tokio_util_lite::TaskSet;
 
+use crate::admission::{Admission, Refused, Slot};
 use crate::assets::Assets;
 use crate::config::Config;
 use crate::relay::Hub;
@@ -58,8 +67,8 @@ pub struct State {
     pub config: Config,
     pub hub: Arc<Hub>,
     pub assets: Assets,
-    /// One permit per signaling connection: `limits.max_connections`.
-    pub connections: Arc<Semaphore>,
+    /// Slots for TCP connections, in all and per address; each connection task holds one.
+    pub admission: Arc<Admission>,
     /// Flips to `true` once at shutdown; every connection task watches it.
     pub shutdown: watch::Receiver<bool>,
     /// Connection tasks, so shutdown can wait for their close frames.
@@ -68,23 +77,29 @@ pub struct State {
     pub fingerprint: Option<tls::Fingerprint>,
 }
 
-/// Serves HTTP and signaling on `listener` until `shutdown` completes.
-pub async fn run(config: Config, listener: TcpListener, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
-    serve(config, listener, None, shutdown).await
+/// Serves plain HTTP and signaling on `listener` until `shutdown` completes.
+pub async fn serve_plain_http(
+    config: Config,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()>,
+) -> anyhow::Result<()> {
+    serve_listener(config, listener, None, shutdown).await
 }
 
-/// Like [`run`], with a TLS handshake on every connection when `tls` is given.
-pub async fn serve(
+/// Serves the web client and signaling on `listener` until `shutdown` completes, with a TLS
+/// handshake on every connection when `tls` is given.
+pub async fn serve_listener(
     config: Config,
     listener: TcpListener,
     tls: Option<tls::Acceptor>,
     shutdown: impl Future<Output = ()>,
 ) -> anyhow::Result<()> {
     let (stop_tx, stop_rx) = watch::channel(false);
+    let max_connections = admission::fit_to_open_file_limit(config.limits.max_connections);
     let state = Arc::new(State {
         hub: Arc::new(Hub::new(config.limits.clone(), VERSION.to_owned())),
         assets: Assets::new(config.server.web_dir.clone()),
-        connections: Arc::new(Semaphore::new(config.limits.max_connections)),
+        admission: Admission::new(max_connections, config.limits.max_connections_per_address),
         shutdown: stop_rx,
         tasks: TaskSet::default(),
         fingerprint: tls.as_ref().map(tls::Acceptor::fingerprint),
@@ -97,7 +112,11 @@ pub async fn serve(
     loop {
         tokio::select! {
             accepted = listener.accept() => match accepted {
-                Ok((stream, peer)) => serve_connection(&state, stream, peer, tls.as_ref()),
+                Ok((stream, peer)) => match state.admission.admit(peer.ip()) {
+                    Ok(slot) => spawn_connection(&state, stream, peer, slot, tls.as_ref()),
+                    // Dropping the stream closes it: no task, no buffers, the handle back at once.
+                    Err(refused) => refuse(&state, peer, refused),
+                },
                 Err(e) => {
                     // Out of file descriptors or similar: back off instead of spinning.
                     warn!("accept failed: {e}");
@@ -117,7 +136,42 @@ pub async fn serve(
     Ok(())
 }
 
-fn serve_connection(state: &Arc<State>, stream: tokio::net::TcpStream, peer: SocketAddr, tls: Option<&tls::Acceptor>) {
+/// Logs a refused connection, at most once a second per kind so a flood does not flood the
+/// journal too.
+fn refuse(state: &State, peer: SocketAddr, refused: Refused) {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static LAST: [AtomicU64; 2] = [AtomicU64::new(0), AtomicU64::new(0)];
+    let second = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    let (last, message) = match refused {
+        Refused::Full => (
+            &LAST[0],
+            format!("limits.max_connections ({})", state.admission.max_total()),
+        ),
+        Refused::AddressFull => (
+            &LAST[1],
+            format!(
+                "limits.max_connections_per_address ({}) for {}",
+                state.config.limits.max_connections_per_address,
+                peer.ip()
+            ),
+        ),
+    };
+    if last.swap(second, Ordering::Relaxed) != second {
+        warn!("refusing connections: {message} reached");
+    } else {
+        debug!("refusing a connection from {peer}: {message} reached");
+    }
+}
+
+fn spawn_connection(
+    state: &Arc<State>,
+    stream: tokio::net::TcpStream,
+    peer: SocketAddr,
+    slot: Arc<Slot>,
+    tls: Option<&tls::Acceptor>,
+) {
     let _ = stream.set_nodelay(true);
     let state2 = state.clone();
     let tls = tls.cloned();
@@ -125,16 +179,16 @@ fn serve_connection(state: &Arc<State>, stream: tokio::net::TcpStream, peer: Soc
         // The handshake runs here, in the connection's own task, so a slow client never
         // holds up the accept loop; the acceptor bounds how long it may take.
         match tls {
-            None => serve_http(state2, stream, peer).await,
+            None => serve_http_connection(state2, stream, peer, slot).await,
             Some(acceptor) => match acceptor.accept(stream).await {
-                Ok(stream) => serve_http(state2, stream, peer).await,
+                Ok(stream) => serve_http_connection(state2, stream, peer, slot).await,
                 Err(e) => debug!("connection from {peer}: {e}"),
             },
         }
     });
 }
 
-async fn serve_http<IO>(state: Arc<State>, io: IO, peer: SocketAddr)
+async fn serve_http_connection<IO>(state: Arc<State>, io: IO, peer: SocketAddr, slot: Arc<Slot>)
 where
     IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
@@ -143,10 +197,13 @@ where
     let timeout = state.config.limits.handshake_timeout();
     {
         let peer_s = peer.to_string();
+        // The slot travels with each request: an upgraded WebSocket keeps it after this
+        // HTTP connection task has ended.
         let service = service_fn(move |req| {
             let state = state2.clone();
             let peer = peer_s.clone();
-            async move { Ok::<_, std::convert::Infallible>(http::route(state, peer, req).await) }
+            let slot = slot.clone();
+            async move { Ok::<_, std::convert::Infallible>(http::route(state, peer, slot, req).await) }
         });
         let conn = hyper::server::conn::http1::Builder::new()
             .timer(TokioTimer::new())

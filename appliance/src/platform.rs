@@ -3,7 +3,7 @@
 //!
 //! ```text
 //! main: init_logging, Config, Listeners::open ──► platform::run
-//!   run: tls::Identity::load (state dir) ─► Acceptor ─► crate::serve(listener, Some(acceptor))
+//!   run: tls::Identity::load (state dir) ─► Acceptor ─► crate::serve_listener(listener, Some(acceptor))
 //!        redirect::serve(redirect listener)          mdns::Announcer::start / stop
 //!        sd_notify READY=1 once listening, WATCHDOG=1 every half interval, STOPPING=1 at the end
 //! ```
@@ -247,7 +247,7 @@ pub async fn run(
         })
     });
 
-    let result = crate::serve(config, listeners.main, acceptor, async {
+    let result = crate::serve_listener(config, listeners.main, acceptor, async {
         shutdown.await;
         notify(&[NotifyState::Stopping]);
     })

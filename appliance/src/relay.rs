@@ -1,44 +1,79 @@
 //! The signaling relay: one task per WebSocket connection around a shared [`Hub`].
 //!
 //! The hub holds the protocol's [`Registry`] (rooms, members, watches) and each client's
-//! send queue behind one `std::sync::Mutex`. A connection task parses a packet, locks the
-//! hub, feeds the packet to the registry and pushes the resulting packets into the
-//! recipients' queues with `try_send`, all before unlocking: every client therefore sees
-//! packets in the order the registry produced them, and nothing awaits under the lock.
+//! send queue behind one `std::sync::Mutex`. A connection task parses a packet, encodes a
+//! relayed message (the only large packet) before it locks, then locks the hub, feeds the
+//! packet to the registry and pushes the resulting packets into the recipients' queues with
+//! `try_send`: every client therefore sees packets in the order the registry produced them,
+//! and neither waiting nor megabytes of JSON happen under the lock.
+//!
+//! Memory: a packet is encoded once and its bytes are shared by every queue it goes to; a
+//! large one is written as [`FRAGMENT`]-sized frames sliced from that one copy, so a
+//! recipient that does not read holds a reference, not a copy. Every encoded packet and
+//! every message being received is charged to the global [`Budget`]
+//! (`limits.buffered_bytes`); a message that does not fit closes its sender with 1013 "try
+//! again later" instead of growing the relay. A message must be finished within
+//! `limits.message_timeout_secs` of its first byte.
 //!
 //! A client whose queue is full (by count or bytes) is evicted on the spot: its queue's
 //! sender is dropped, which its task sees as the end of the queue and closes the socket,
-//! and the registry tells its room that it left. A task whose socket write stalls for
-//! longer than the write timeout, or whose client sends nothing for the idle timeout, closes
-//! too. No slow or silent client can grow memory or stall a room.
+//! and the registry tells its room that it left. A task whose socket write makes no progress
+//! for the write timeout, or whose client sends nothing for the idle timeout, closes too.
 //!
-//! The other way round, a client that makes the relay deliver more than
-//! `limits.relay_bytes_per_sec` (counted over all recipients, with a burst allowance) is
-//! paced: its socket is not read until its budget has refilled, so TCP slows it down and a
-//! member flooding the room cannot push the others' queues over their bounds.
+//! The other way round, each member is paced ([`Pacer`]): a packet costs its size plus
+//! [`PACKET_COST`] (parsing is work too) plus what else it makes the relay queue, and is
+//! delivered only once the member's budget covers it. Until then its socket is not read, so
+//! TCP slows the member down. As the burst fits in a queue (checked at start), a member
+//! flooding the room is slowed before a member who keeps reading can be evicted; one who
+//! stops reading still is. `watch_rooms` is paced separately ([`WATCH_RATE`]).
 
 use std::collections::{HashMap, VecDeque};
+use std::io;
+use std::pin::Pin;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
+use std::task::{Context, Poll, ready};
+use std::time::Duration;
 
+use bytes::Bytes;
 use futures_util::{SinkExt as _, StreamExt as _};
-use keks_proto::packets::{ClientId, ServerboundPacket};
+use keks_proto::packets::{ClientId, ClientboundPacket, ServerboundPacket};
 use keks_proto::room::{self, Output, Registry, RegistryError};
 use log::{debug, info, warn};
-use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::sync::{mpsc, watch};
 use tokio::time::{Instant, timeout};
 use tokio_tungstenite::WebSocketStream;
-use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+use tokio_tungstenite::tungstenite::protocol::frame::Frame;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::{CloseCode, Data, OpCode};
 use tokio_tungstenite::tungstenite::protocol::{CloseFrame, WebSocketConfig};
 use tokio_tungstenite::tungstenite::{self, Message, Utf8Bytes};
 
+use crate::budget::{Budget, Charge};
 use crate::config::Limits;
+
+/// What a packet costs its sender's pace beyond its size: reading, parsing and locking.
+pub const PACKET_COST: usize = 256;
+/// `watch_rooms` packets per second a client may send, after a burst of [`WATCH_BURST`]. A
+/// start page sends one when its list of rooms changes.
+pub const WATCH_RATE: f64 = 1.0;
+/// See [`WATCH_RATE`].
+pub const WATCH_BURST: f64 = 8.0;
+/// Outgoing messages larger than this are written as fragments of this size, so a socket
+/// that does not drain holds one fragment in its write buffer, not a copy of the message.
+pub const FRAGMENT: usize = 16 << 10;
+/// Bytes of a message being received that are not charged to the budget: small packets
+/// never touch it (1,024 connections x 16 KiB = 16 MiB at most).
+pub const UNCHARGED_RECEIVE: usize = 16 << 10;
+/// Bytes each encoded packet is charged beyond its length: the allocation and queue slots.
+const PACKET_OVERHEAD: usize = 64;
 
 /// The relay's shared state.
 #[derive(Debug)]
 pub struct Hub {
     limits: Limits,
+    /// Bytes held for the network in all (see the module docs).
+    budget: Arc<Budget>,
     /// Registry and queues change together under this lock, so that the order the registry
     /// decides is the order every queue receives. Held for a few lines, never across `.await`.
     inner: Mutex<Inner>,
@@ -64,6 +99,19 @@ struct Queue {
 pub struct Stats {
     pub clients: usize,
     pub rooms: usize,
+    /// Bytes charged to the budget now.
+    pub buffered_bytes: usize,
+}
+
+/// Why the hub refused a packet.
+#[derive(Debug, thiserror::Error)]
+pub enum HubError {
+    /// The registry refused it (the client broke a protocol rule).
+    #[error(transparent)]
+    Registry(#[from] RegistryError),
+    /// The budget cannot hold the message now.
+    #[error("the relay's memory budget is spent: try again later")]
+    Busy,
 }
 
 impl Hub {
@@ -75,6 +123,7 @@ impl Hub {
             },
         );
         Hub {
+            budget: Budget::new(limits.buffered_bytes),
             limits,
             inner: Mutex::new(Inner {
                 registry,
@@ -88,19 +137,32 @@ impl Hub {
         Stats {
             clients: inner.registry.client_count(),
             rooms: inner.registry.room_count(),
+            buffered_bytes: self.budget.used(),
         }
+    }
+
+    /// The budget connections charge what they receive to.
+    pub fn budget(&self) -> &Arc<Budget> {
+        &self.budget
+    }
+
+    /// Cheap proof that the hub is not wedged: takes the lock and reads a count. The systemd
+    /// watchdog pings only after this returns, so a stuck lock stops the pings.
+    pub fn alive(&self) -> usize {
+        self.lock().registry.client_count()
     }
 
     /// The tungstenite settings for relay connections: bounded messages, frames and write
     /// buffer, and small read buffers so an idle connection costs a few KiB. (The read buffer
     /// is allocated whole for every connection: 1 KiB instead of 4 KiB took an idle
     /// connection from 10.2 to 7.2 KiB of relay RSS, with throughput unchanged within noise
-    /// in back-to-back `make bench` runs; signaling messages are small.)
+    /// in back-to-back `make bench` runs; signaling messages are small.) Large messages are
+    /// written in [`FRAGMENT`]s, so the write buffer never holds much more than one.
     pub fn websocket_config(&self) -> WebSocketConfig {
         WebSocketConfig::default()
             .read_buffer_size(1 << 10)
             .write_buffer_size(8 << 10)
-            .max_write_buffer_size(self.limits.max_message_size + (64 << 10))
+            .max_write_buffer_size(FRAGMENT + (64 << 10))
             .max_message_size(Some(self.limits.max_message_size))
             .max_frame_size(Some(self.limits.max_frame_size))
     }
@@ -127,7 +189,7 @@ impl Hub {
                             bytes: bytes.clone(),
                         },
                     );
-                    self.deliver(&mut inner, outputs);
+                    self.deliver(&mut inner, outputs, None);
                     return (id, rx, bytes);
                 }
                 // 2^53 ids: a collision is rare, drawing again is enough.
@@ -136,38 +198,80 @@ impl Hub {
         }
     }
 
-    /// Feeds one packet to the registry and delivers the result; returns the bytes queued.
-    fn handle(&self, id: ClientId, packet: ServerboundPacket) -> Result<usize, RegistryError> {
+    /// Feeds one packet to the registry and delivers the result; returns the bytes queued
+    /// besides a relayed message itself (what a join or a watch fans out to).
+    pub fn handle(&self, id: ClientId, packet: ServerboundPacket) -> Result<usize, HubError> {
+        let (packet, relayed) = match packet {
+            ServerboundPacket::WatchRooms(hashes) if hashes.len() > self.limits.max_watched_rooms => {
+                // Refused by length before anything sorts or locks for it.
+                return Err(RegistryError::TooManyWatches {
+                    count: hashes.len(),
+                    limit: self.limits.max_watched_rooms,
+                }
+                .into());
+            }
+            ServerboundPacket::Relay { recipient, message } => {
+                // Encoded (and charged) once, outside the lock, for every recipient.
+                let encoded = encode(&ClientboundPacket::Message { sender: id, message });
+                let text = self.charged(encoded, false).ok_or(HubError::Busy)?;
+                let stripped = ServerboundPacket::Relay {
+                    recipient,
+                    message: String::new(),
+                };
+                (stripped, Some(text))
+            }
+            other => (other, None),
+        };
         let mut inner = self.lock();
         let outputs = inner.registry.handle(id, packet)?;
-        Ok(self.deliver(&mut inner, outputs))
+        Ok(self.deliver(&mut inner, outputs, relayed))
     }
 
     fn disconnect(&self, id: ClientId) {
         let mut inner = self.lock();
         inner.clients.remove(&id);
         let outputs = inner.registry.disconnect(id);
-        self.deliver(&mut inner, outputs);
+        self.deliver(&mut inner, outputs, None);
+    }
+
+    /// `text` as shared bytes that give their charge back when the last queue drops them;
+    /// `None` when the budget cannot hold it (never with `force`).
+    fn charged(&self, text: String, force: bool) -> Option<Utf8Bytes> {
+        let cost = text.len() + PACKET_OVERHEAD;
+        let charge = match force {
+            true => Charge::force(&self.budget, cost),
+            false => Charge::try_new(&self.budget, cost)?,
+        };
+        let bytes = Bytes::from_owner(Charged { text, _charge: charge });
+        // The bytes came from a String, so they are UTF-8: the check cannot fail.
+        Utf8Bytes::try_from(bytes).ok()
     }
 
     /// Pushes outputs into queues; evicts (and announces the leave of) clients whose queue
-    /// is full. Evictions can cascade, hence the work list.
-    fn deliver(&self, inner: &mut Inner, outputs: Vec<Output>) -> usize {
+    /// is full. Evictions can cascade, hence the work list. `relayed` is the encoded form of
+    /// the one `message` packet among `outputs`, if any. Returns the bytes queued besides it.
+    fn deliver(&self, inner: &mut Inner, outputs: Vec<Output>, mut relayed: Option<Utf8Bytes>) -> usize {
         let mut queued = 0;
         let mut work: VecDeque<Output> = outputs.into();
         while let Some(Output { to, packet }) = work.pop_front() {
-            let text = match serde_json::to_string(&packet) {
-                Ok(t) => Utf8Bytes::from(t),
-                Err(e) => {
-                    // Only `Unknown` values fail to serialise, and the registry never makes one.
-                    log::error!("cannot serialise {packet:?}: {e}");
-                    continue;
+            let (text, fans_out) = match (&packet, relayed.take()) {
+                (ClientboundPacket::Message { .. }, Some(text)) => (text, false),
+                (_, other) => {
+                    relayed = other;
+                    // Small packets (joins, leaves, counts): their number is bounded by the
+                    // queues, so they are charged but never refused.
+                    match self.charged(encode(&packet), true) {
+                        Some(text) => (text, true),
+                        None => continue,
+                    }
                 }
             };
             for id in to {
                 let Some(queue) = inner.clients.get(&id) else { continue };
                 if queue.push(text.clone(), self.limits.send_queue_bytes) {
-                    queued += text.len();
+                    if fans_out {
+                        queued += text.len();
+                    }
                     continue;
                 }
                 warn!("client {id} does not read its messages fast enough: disconnecting it");
@@ -179,8 +283,28 @@ impl Hub {
     }
 }
 
-/// Paces what one client makes the relay deliver: a token bucket over queued bytes. Time is
-/// an input, so the arithmetic is tested without clocks.
+/// The owner of a queued packet's bytes: the text and its charge, dropped together.
+struct Charged {
+    text: String,
+    _charge: Charge,
+}
+
+impl AsRef<[u8]> for Charged {
+    fn as_ref(&self) -> &[u8] {
+        self.text.as_bytes()
+    }
+}
+
+fn encode(packet: &ClientboundPacket) -> String {
+    serde_json::to_string(packet).unwrap_or_else(|e| {
+        // Only `Unknown` values fail to serialise, and the registry never makes one.
+        log::error!("cannot serialise {packet:?}: {e}");
+        String::new()
+    })
+}
+
+/// A token bucket: what one client may make the relay do. Time is an input, so the
+/// arithmetic is tested without clocks.
 #[derive(Debug)]
 struct Pacer {
     rate: f64,
@@ -190,23 +314,37 @@ struct Pacer {
 }
 
 impl Pacer {
-    fn new(limits: &Limits, now: Instant) -> Self {
-        let burst = limits.relay_burst_bytes as f64;
+    fn new(rate: f64, burst: f64, now: Instant) -> Self {
         Pacer {
-            rate: limits.relay_bytes_per_sec as f64,
+            rate,
             burst,
             tokens: burst,
             last: now,
         }
     }
 
-    /// Charges `bytes` delivered at `now`; returns when the client may be read from again
-    /// (`None`: at once).
-    fn charge(&mut self, now: Instant, bytes: usize) -> Option<Instant> {
+    fn for_bytes(limits: &Limits, now: Instant) -> Self {
+        Pacer::new(limits.relay_bytes_per_sec as f64, limits.relay_burst_bytes as f64, now)
+    }
+
+    fn refill(&mut self, now: Instant) {
         let elapsed = now.saturating_duration_since(self.last).as_secs_f64();
         self.last = now;
-        self.tokens = (self.tokens + elapsed * self.rate).min(self.burst) - bytes as f64;
-        (self.tokens < 0.0).then(|| now + std::time::Duration::from_secs_f64(-self.tokens / self.rate))
+        self.tokens = (self.tokens + elapsed * self.rate).min(self.burst);
+    }
+
+    /// When the bucket will cover `cost` (capped at the burst, so any cost passes
+    /// eventually); `None`: now.
+    fn ready_at(&mut self, now: Instant, cost: usize) -> Option<Instant> {
+        self.refill(now);
+        let need = (cost as f64).min(self.burst) - self.tokens;
+        (need > 0.0).then(|| now + Duration::from_secs_f64(need / self.rate))
+    }
+
+    /// Takes `cost` at `now` (the balance may go below zero by what a packet fanned out).
+    fn charge(&mut self, now: Instant, cost: usize) {
+        self.refill(now);
+        self.tokens -= cost as f64;
     }
 }
 
@@ -238,6 +376,105 @@ fn random_id() -> ClientId {
     ClientId((u64::from_le_bytes(buf) & ClientId::MAX_SAFE).max(1))
 }
 
+/// The socket of one WebSocket connection, metering what it receives: the bytes of the
+/// message in progress are charged to the budget beyond [`UNCHARGED_RECEIVE`], and the time
+/// its first byte came is kept for `limits.message_timeout_secs`.
+#[derive(Debug)]
+pub struct Metered<S> {
+    inner: S,
+    budget: Arc<Budget>,
+    /// Bytes read since the last whole message.
+    partial: usize,
+    /// Bytes of `partial` charged to the budget.
+    charged: usize,
+    /// When the first byte of the message in progress arrived.
+    started: Option<Instant>,
+    /// Set when a read failed because the budget was spent.
+    refused: bool,
+}
+
+impl<S> Metered<S> {
+    pub fn new(inner: S, budget: Arc<Budget>) -> Self {
+        Metered {
+            inner,
+            budget,
+            partial: 0,
+            charged: 0,
+            started: None,
+            refused: false,
+        }
+    }
+
+    /// A whole message arrived: what was held for it is free again.
+    fn message_done(&mut self) {
+        self.budget.release(self.charged);
+        self.charged = 0;
+        self.partial = 0;
+        self.started = None;
+    }
+
+    fn count(&mut self, n: usize) -> io::Result<()> {
+        if self.partial == 0 {
+            self.started = Some(Instant::now());
+        }
+        self.partial += n;
+        let owed = self.partial.saturating_sub(UNCHARGED_RECEIVE);
+        if owed > self.charged {
+            if !self.budget.try_reserve(owed - self.charged) {
+                self.refused = true;
+                return Err(io::Error::other("the relay's memory budget is spent"));
+            }
+            self.charged = owed;
+        }
+        Ok(())
+    }
+}
+
+impl<S> Drop for Metered<S> {
+    fn drop(&mut self) {
+        self.budget.release(self.charged);
+    }
+}
+
+impl<S: AsyncRead + Unpin> AsyncRead for Metered<S> {
+    fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        let before = buf.filled().len();
+        ready!(Pin::new(&mut this.inner).poll_read(cx, buf))?;
+        let n = buf.filled().len() - before;
+        if n > 0 {
+            this.count(n)?;
+        }
+        Poll::Ready(Ok(()))
+    }
+}
+
+impl<S: AsyncWrite + Unpin> AsyncWrite for Metered<S> {
+    fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.get_mut().inner).poll_write(cx, buf)
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().inner).poll_shutdown(cx)
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.get_mut().inner).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+}
+
 /// Why a connection ended, and the close frame it gets.
 #[derive(Debug)]
 enum End {
@@ -246,72 +483,124 @@ enum End {
     Idle,
     Evicted,
     WriteStalled,
+    /// A message was not finished within the message timeout.
+    SlowMessage,
+    /// The budget could not hold what the client sent.
+    Busy,
     Protocol(CloseCode, String),
     Io(String),
 }
 
 /// Serves one upgraded WebSocket connection until it ends.
-pub async fn serve<S>(hub: Arc<Hub>, mut ws: WebSocketStream<S>, peer: String, mut shutdown: watch::Receiver<bool>)
-where
+pub async fn serve_websocket<S>(
+    hub: Arc<Hub>,
+    mut ws: WebSocketStream<Metered<S>>,
+    peer: String,
+    mut shutdown: watch::Receiver<bool>,
+) where
     S: AsyncRead + AsyncWrite + Unpin,
 {
     let (id, mut queue, queued_bytes) = hub.connect();
     debug!("client {id} connected from {peer}");
-    let idle = hub.limits.idle_timeout();
-    let write_timeout = hub.limits.write_timeout();
-    let mut deadline = Instant::now() + idle;
-    let mut pacer = Pacer::new(&hub.limits, Instant::now());
-    // Set while the client has used up its delivery budget: its socket is not read until then.
-    let mut resume: Option<Instant> = None;
+    let limits = &hub.limits;
+    let idle = limits.idle_timeout();
+    let message_timeout = limits.message_timeout();
+    let write_timeout = limits.write_timeout();
+    let now = Instant::now();
+    let mut deadline = now + idle;
+    let mut pacer = Pacer::for_bytes(limits, now);
+    let mut watches = Pacer::new(WATCH_RATE, WATCH_BURST, now);
+    // A packet read but not delivered yet because its sender is over its pace, with its
+    // cost and when it may go. The socket is not read meanwhile.
+    let mut held: Option<(ServerboundPacket, usize, Instant)> = None;
+    // One timer for every deadline, moved rather than made anew for each packet.
+    let timer = tokio::time::sleep(idle);
+    tokio::pin!(timer);
 
     let end = loop {
+        let now = Instant::now();
+        // A message in progress must end in time; with none in progress, look again a
+        // message timeout from now (a message that starts meanwhile gets at most twice it).
+        let message_due = ws.get_ref().started.unwrap_or(now) + message_timeout;
+        let wake = held.as_ref().map_or(deadline.min(message_due), |(_, _, at)| *at);
+        if timer.deadline() != wake {
+            timer.as_mut().reset(wake);
+        }
         tokio::select! {
-            frame = ws.next(), if resume.is_none() => {
+            frame = ws.next(), if held.is_none() => {
                 deadline = Instant::now() + idle;
-                match frame {
+                let text = match frame {
                     None => break End::ClientClosed,
-                    Some(Ok(Message::Text(text))) => {
-                        match serde_json::from_str::<ServerboundPacket>(&text) {
-                            Ok(packet) => {
-                                if let ServerboundPacket::Join { hash } = &packet {
-                                    match hash {
-                                        Some(hash) => debug!("client {id} joins room {hash}"),
-                                        None => debug!("client {id} leaves its room"),
-                                    }
-                                }
-                                match hub.handle(id, packet) {
-                                    Ok(queued) => {
-                                        resume = pacer.charge(Instant::now(), queued);
-                                        // Time spent paused by us is not the client's silence.
-                                        if let Some(at) = resume {
-                                            deadline = deadline.max(at + idle);
-                                        }
-                                    }
-                                    Err(e) => break End::Protocol(CloseCode::Policy, e.to_string()),
-                                }
-                            }
-                            Err(e) => break End::Protocol(CloseCode::Policy, format!("malformed packet: {e}")),
-                        }
-                    }
+                    Some(Ok(Message::Text(text))) => text,
                     Some(Ok(Message::Binary(_))) => {
                         break End::Protocol(CloseCode::Unsupported, "binary frames are not used".into());
                     }
                     Some(Ok(Message::Close(_))) => break End::ClientClosed,
                     // Pings are answered by tungstenite; pongs and raw frames need nothing.
-                    Some(Ok(_)) => {}
+                    Some(Ok(_)) => {
+                        ws.get_mut().message_done();
+                        continue;
+                    }
+                    Some(Err(e)) if ws.get_ref().refused => {
+                        debug!("client {id}: {e}");
+                        break End::Busy;
+                    }
                     Some(Err(e)) => break classify(e),
+                };
+                let cost = text.len() + PACKET_COST;
+                let packet = match serde_json::from_str::<ServerboundPacket>(&text) {
+                    Ok(packet) => packet,
+                    Err(e) => break End::Protocol(CloseCode::Policy, format!("malformed packet: {e}")),
+                };
+                drop(text);
+                ws.get_mut().message_done();
+                if let ServerboundPacket::Join { hash } = &packet {
+                    // Room hashes stay out of logs: they name a meeting.
+                    match hash {
+                        Some(_) => debug!("client {id} joins a room"),
+                        None => debug!("client {id} leaves its room"),
+                    }
+                }
+                let now = Instant::now();
+                let mut at = pacer.ready_at(now, cost);
+                if matches!(packet, ServerboundPacket::WatchRooms(_)) {
+                    at = at.max(watches.ready_at(now, 1));
+                }
+                match at {
+                    Some(at) => {
+                        // Time spent paused by us is not the client's silence.
+                        deadline = deadline.max(at + idle);
+                        held = Some((packet, cost, at));
+                    }
+                    None => {
+                        if let Err(end) = deliver(&hub, id, packet, cost, &mut pacer, &mut watches) {
+                            break end;
+                        }
+                    }
                 }
             }
             next = queue.recv() => {
                 let Some(text) = next else { break End::Evicted };
-                match timeout(write_timeout, write_batch(&mut ws, text, &mut queue, &queued_bytes)).await {
-                    Ok(Ok(())) => {}
-                    Ok(Err(e)) => break End::Io(e.to_string()),
-                    Err(_) => break End::WriteStalled,
+                if let Err(end) = write_batch(&mut ws, text, &mut queue, &queued_bytes, write_timeout).await {
+                    break end;
                 }
             }
-            () = tokio::time::sleep_until(resume.unwrap_or(deadline)), if resume.is_some() => resume = None,
-            () = tokio::time::sleep_until(deadline) => break End::Idle,
+            () = &mut timer => {
+                let now = Instant::now();
+                if let Some((packet, cost, at)) = held.take() {
+                    if at <= now {
+                        if let Err(end) = deliver(&hub, id, packet, cost, &mut pacer, &mut watches) {
+                            break end;
+                        }
+                    } else {
+                        held = Some((packet, cost, at));
+                    }
+                } else if ws.get_ref().started.is_some_and(|t| t + message_timeout <= now) {
+                    break End::SlowMessage;
+                } else if deadline <= now {
+                    break End::Idle;
+                }
+            }
             _ = shutdown.changed() => break End::Shutdown,
         }
     };
@@ -322,13 +611,17 @@ where
         End::Shutdown => Some((CloseCode::Away, "server shutting down")),
         End::Idle => Some((CloseCode::Normal, "idle timeout")),
         End::Evicted => Some((CloseCode::Policy, "too slow: send queue full")),
+        End::SlowMessage => Some((CloseCode::Policy, "message not finished in time")),
+        End::Busy => Some((CloseCode::Again, "relay busy: try again later")),
         End::Protocol(code, reason) => Some((*code, reason.as_str())),
     };
     match &end {
         End::ClientClosed => debug!("client {id} disconnected"),
         End::Shutdown | End::Idle => debug!("client {id} closed: {end:?}"),
         End::Io(e) => debug!("client {id} connection error: {e}"),
-        End::Evicted | End::WriteStalled => warn!("client {id} ({peer}) dropped: {end:?}"),
+        End::Evicted | End::WriteStalled | End::SlowMessage | End::Busy => {
+            warn!("client {id} ({peer}) dropped: {end:?}")
+        }
         End::Protocol(code, reason) => warn!("client {id} ({peer}) closed with {code}: {reason}"),
     }
     if let Some((code, reason)) = close {
@@ -338,25 +631,47 @@ where
             code,
             reason: reason.into(),
         };
-        let _ = timeout(
-            write_timeout.min(std::time::Duration::from_secs(2)),
-            ws.close(Some(frame)),
-        )
-        .await;
+        let _ = timeout(write_timeout.min(Duration::from_secs(2)), ws.close(Some(frame))).await;
     }
     if matches!(end, End::Shutdown) {
         info!("closed client {id} for shutdown");
     }
 }
 
+/// Hands a packet to the hub and charges its sender for it.
+fn deliver(
+    hub: &Hub,
+    id: ClientId,
+    packet: ServerboundPacket,
+    cost: usize,
+    pacer: &mut Pacer,
+    watches: &mut Pacer,
+) -> Result<(), End> {
+    let now = Instant::now();
+    if matches!(packet, ServerboundPacket::WatchRooms(_)) {
+        watches.charge(now, 1);
+    }
+    match hub.handle(id, packet) {
+        Ok(fanned_out) => {
+            pacer.charge(now, cost + fanned_out);
+            Ok(())
+        }
+        Err(HubError::Busy) => Err(End::Busy),
+        Err(HubError::Registry(e)) => Err(End::Protocol(CloseCode::Policy, e.to_string())),
+    }
+}
+
 /// Writes `first` and whatever else is already queued (up to a batch), then flushes once:
-/// a burst of small packets (a join into a big room) costs one syscall, not hundreds.
+/// a burst of small packets (a join into a big room) costs one syscall, not hundreds. Each
+/// step may take the write timeout: a slow reader gets a large message bit by bit, one that
+/// stopped reading is dropped.
 async fn write_batch<S>(
     ws: &mut WebSocketStream<S>,
     first: Utf8Bytes,
     queue: &mut mpsc::Receiver<Utf8Bytes>,
     queued_bytes: &AtomicUsize,
-) -> Result<(), tungstenite::Error>
+    write_timeout: Duration,
+) -> Result<(), End>
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
@@ -364,13 +679,45 @@ where
     let mut batch = 0;
     while let Some(text) = next.take() {
         queued_bytes.fetch_sub(text.len(), Ordering::Relaxed);
-        ws.feed(Message::Text(text)).await?;
+        write_text(ws, text, write_timeout).await?;
         batch += 1;
         if batch < 256 {
             next = queue.try_recv().ok();
         }
     }
-    ws.flush().await
+    step(write_timeout, ws.flush()).await
+}
+
+/// Feeds one message; a large one as fragments sliced from its shared bytes.
+async fn write_text<S>(ws: &mut WebSocketStream<S>, text: Utf8Bytes, write_timeout: Duration) -> Result<(), End>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    if text.len() <= FRAGMENT {
+        return step(write_timeout, ws.feed(Message::Text(text))).await;
+    }
+    let bytes: &Bytes = text.as_ref();
+    let mut start = 0;
+    while start < bytes.len() {
+        let end = (start + FRAGMENT).min(bytes.len());
+        let opcode = match start {
+            0 => OpCode::Data(Data::Text),
+            _ => OpCode::Data(Data::Continue),
+        };
+        let frame = Frame::message(bytes.slice(start..end), opcode, end == bytes.len());
+        step(write_timeout, ws.feed(Message::Frame(frame))).await?;
+        start = end;
+    }
+    Ok(())
+}
+
+/// One write step with the write timeout.
+async fn step(write_timeout: Duration, write: impl Future<Output = Result<(), tungstenite::Error>>) -> Result<(), End> {
+    match timeout(write_timeout, write).await {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(e)) => Err(End::Io(e.to_string())),
+        Err(_) => Err(End::WriteStalled),
+    }
 }
 
 fn classify(e: tungstenite::Error) -> End {
@@ -425,23 +772,63 @@ mod tests {
     }
 
     #[test]
-    fn pacer_allows_a_burst_then_the_rate() {
-        let limits = Limits {
-            relay_bytes_per_sec: 1000,
-            relay_burst_bytes: 5000,
-            ..Limits::default()
-        };
+    fn pacer_allows_a_burst_then_the_rate_and_charges_before_delivery() {
         let t0 = Instant::now();
-        let mut p = Pacer::new(&limits, t0);
-        assert_eq!(p.charge(t0, 5000), None, "a full burst passes");
-        let wait = p.charge(t0, 500).expect("over budget");
-        assert_eq!(wait - t0, std::time::Duration::from_millis(500));
-        // After a second the rate has refilled 1000 bytes: 500 owed, 500 left.
-        assert_eq!(p.charge(t0 + std::time::Duration::from_secs(1), 500), None);
+        let mut p = Pacer::new(1000.0, 5000.0, t0);
+        assert_eq!(p.ready_at(t0, 5000), None, "a full burst passes");
+        p.charge(t0, 5000);
+        let wait = p.ready_at(t0, 500).expect("over budget");
+        assert_eq!(wait - t0, Duration::from_millis(500), "waits before, not after");
+        assert_eq!(p.ready_at(wait, 500), None);
+        p.charge(wait, 500);
+        // A cost above the burst waits for a full bucket, then overdraws.
+        let full = p.ready_at(wait, 9000).expect("over budget");
+        assert_eq!(full - wait, Duration::from_secs(5));
+        p.charge(full, 9000);
+        assert_eq!(p.ready_at(full, 1).map(|t| t - full), Some(Duration::from_millis(4001)));
         // Refill never exceeds the burst.
-        let later = t0 + std::time::Duration::from_secs(3600);
-        assert_eq!(p.charge(later, 5000), None);
-        assert!(p.charge(later, 1).is_some());
+        let later = t0 + Duration::from_secs(3600);
+        assert_eq!(p.ready_at(later, 5000), None);
+        p.charge(later, 5000);
+        assert!(p.ready_at(later, 1).is_some());
+    }
+
+    #[test]
+    fn relayed_messages_are_charged_once_and_released_by_the_last_reader() {
+        let hub = Hub::new(
+            Limits {
+                buffered_bytes: 10_000,
+                max_message_size: 10_000,
+                ..Limits::default()
+            },
+            "v".into(),
+        );
+        let text = hub.charged("x".repeat(5000), false).expect("fits");
+        let copies: Vec<Utf8Bytes> = (0..20).map(|_| text.clone()).collect();
+        assert_eq!(
+            hub.budget.used(),
+            5000 + PACKET_OVERHEAD,
+            "one charge for twenty recipients"
+        );
+        assert!(hub.charged("y".repeat(5000), false).is_none(), "budget spent");
+        drop(text);
+        drop(copies);
+        assert_eq!(hub.budget.used(), 0);
+    }
+
+    #[test]
+    fn metered_reads_charge_beyond_the_free_part_and_refuse_over_budget() {
+        let budget = Budget::new(1000);
+        let mut m = Metered::new((), budget.clone());
+        m.count(UNCHARGED_RECEIVE).expect("free");
+        assert_eq!(budget.used(), 0);
+        assert!(m.started.is_some());
+        m.count(600).expect("charged");
+        assert_eq!(budget.used(), 600);
+        assert!(m.count(600).is_err(), "over budget");
+        assert!(m.refused);
+        m.message_done();
+        assert_eq!((budget.used(), m.partial, m.started), (0, 0, None));
     }
 
     #[test]

@@ -214,10 +214,10 @@ async fn connection_limit_refuses_extra_clients() {
     let relay = Relay::start(config).await;
     let a = relay.client().await;
     let _b = relay.client().await;
-    let err = tokio_tungstenite::connect_async(format!("ws://{}/signaling", relay.addr))
+    // The third connection is closed at accept, before any HTTP.
+    tokio_tungstenite::connect_async(format!("ws://{}/signaling", relay.addr))
         .await
         .expect_err("refused");
-    assert!(err.to_string().contains("503"), "{err}");
     drop(a);
     // The permit comes back once the connection is gone.
     let mut retry = None;
@@ -280,8 +280,8 @@ async fn flooding_member_is_paced_and_cannot_crowd_out_others() {
         order.push(p["message"]["sender"].as_u64().unwrap());
     }
     let elapsed = started.elapsed();
-    // The budget is charged after each delivery: messages 3 to 6 each overdraw it by 50 kB,
-    // so the 6th is read 3 x 0.5 s after the start.
+    // Each message waits until the budget covers it (50 kB plus the packet cost): the first
+    // two pass at once, messages 3 to 6 wait about 0.5 s each.
     assert!(
         elapsed >= Duration::from_millis(1400),
         "the flood was paced: {elapsed:?}"

@@ -27,7 +27,7 @@ impl Relay {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let (stop, stopped) = oneshot::channel();
-        let task = tokio::spawn(keksbox::run(config, listener, async {
+        let task = tokio::spawn(keksbox::serve_plain_http(config, listener, async {
             let _ = stopped.await;
         }));
         Relay {

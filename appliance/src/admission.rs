@@ -1,0 +1,173 @@
+//! Who may hold a connection: at most `limits.max_connections` TCP connections in all (every
+//! one holds a file handle, from accept on, whether or not it ever upgrades to a WebSocket)
+//! and at most `limits.max_connections_per_address` from one address, so one host on the LAN
+//! cannot take every slot and lock the others out.
+//!
+//! `max_connections` is fitted at start to the open-file limit the process finds
+//! ([`fit_to_open_file_limit`]), so the relay refuses a connection itself instead of failing
+//! to accept (`Too many open files`) while other users' requests time out.
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::sync::{Arc, Mutex};
+
+use log::{info, warn};
+
+/// File handles kept free of connections: listeners, the runtime's epoll and event fds, mDNS
+/// sockets (one or two per interface), the journal, a certificate being written.
+pub const RESERVED_FILES: u64 = 64;
+
+/// Counts live connections in all and per address.
+#[derive(Debug)]
+pub struct Admission {
+    max_total: usize,
+    max_per_address: usize,
+    /// Connections per address and in all; locked for a few lines at accept and at close.
+    counts: Mutex<Counts>,
+}
+
+#[derive(Debug, Default)]
+struct Counts {
+    total: usize,
+    per_address: HashMap<IpAddr, usize>,
+}
+
+/// Why a connection was refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refused {
+    /// `max_connections` connections are open.
+    Full,
+    /// This address holds `max_connections_per_address` connections.
+    AddressFull,
+}
+
+/// One admitted connection; its slot frees when the last clone is dropped (the HTTP task
+/// and, after an upgrade, the WebSocket task share it).
+#[derive(Debug)]
+pub struct Slot {
+    admission: Arc<Admission>,
+    addr: IpAddr,
+}
+
+impl Admission {
+    pub fn new(max_total: usize, max_per_address: usize) -> Arc<Self> {
+        Arc::new(Admission {
+            max_total,
+            max_per_address,
+            counts: Mutex::new(Counts::default()),
+        })
+    }
+
+    /// Admits a connection from `addr`, or says why not.
+    pub fn admit(self: &Arc<Self>, addr: IpAddr) -> Result<Arc<Slot>, Refused> {
+        let addr = canonical(addr);
+        let mut counts = self.lock();
+        if counts.total >= self.max_total {
+            return Err(Refused::Full);
+        }
+        let per = counts.per_address.entry(addr).or_insert(0);
+        if *per >= self.max_per_address {
+            return Err(Refused::AddressFull);
+        }
+        *per += 1;
+        counts.total += 1;
+        Ok(Arc::new(Slot {
+            admission: self.clone(),
+            addr,
+        }))
+    }
+
+    /// Connections open now.
+    pub fn total(&self) -> usize {
+        self.lock().total
+    }
+
+    /// The limit in all.
+    pub fn max_total(&self) -> usize {
+        self.max_total
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Counts> {
+        // The counts stay consistent across a panic elsewhere: every change is one statement.
+        self.counts.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        let mut counts = self.admission.lock();
+        counts.total = counts.total.saturating_sub(1);
+        if let Some(per) = counts.per_address.get_mut(&self.addr) {
+            *per -= 1;
+            if *per == 0 {
+                counts.per_address.remove(&self.addr);
+            }
+        }
+    }
+}
+
+/// An IPv4 client on a dual-stack socket arrives as `::ffff:a.b.c.d`: count it as `a.b.c.d`.
+fn canonical(addr: IpAddr) -> IpAddr {
+    match addr {
+        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(addr, IpAddr::V4),
+        v4 => v4,
+    }
+}
+
+/// Raises the soft open-file limit to the hard one, then returns how many connections fit
+/// beside [`RESERVED_FILES`]: `configured`, or fewer when the limit is lower (logged).
+pub fn fit_to_open_file_limit(configured: usize) -> usize {
+    use rustix::process::{Resource, Rlimit, getrlimit, setrlimit};
+    let mut limit = getrlimit(Resource::Nofile);
+    if limit.current != limit.maximum {
+        let raised = Rlimit {
+            current: limit.maximum,
+            maximum: limit.maximum,
+        };
+        match setrlimit(Resource::Nofile, raised) {
+            Ok(()) => limit = raised,
+            Err(e) => warn!("cannot raise the open-file limit to its hard limit: {e}"),
+        }
+    }
+    // `None` means unlimited.
+    let Some(files) = limit.current else { return configured };
+    let fits = usize::try_from(files.saturating_sub(RESERVED_FILES))
+        .unwrap_or(usize::MAX)
+        .max(1);
+    if fits < configured {
+        warn!(
+            "limits.max_connections is {configured} but the open-file limit is {files}: serving at most {fits} \
+             connections (raise LimitNOFILE= in the unit, or ulimit -n, to allow more)"
+        );
+        return fits;
+    }
+    info!("open-file limit {files}: room for limits.max_connections = {configured}");
+    configured
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn per_address_and_total_limits() {
+        let a: IpAddr = [10, 0, 0, 1].into();
+        let b: IpAddr = [10, 0, 0, 2].into();
+        let adm = Admission::new(3, 2);
+        let a1 = adm.admit(a).expect("first");
+        let a2 = adm.admit(a).expect("second");
+        assert_eq!(adm.admit(a).err(), Some(Refused::AddressFull));
+        let mapped: IpAddr = "::ffff:10.0.0.1".parse().expect("valid");
+        assert_eq!(
+            adm.admit(mapped).err(),
+            Some(Refused::AddressFull),
+            "v4-mapped is the same host"
+        );
+        let b1 = adm.admit(b).expect("another address");
+        assert_eq!(adm.admit(b).err(), Some(Refused::Full));
+        drop(a1);
+        let _b2 = adm.admit(b).expect("a freed slot");
+        drop((a2, b1));
+        assert_eq!(adm.total(), 1);
+    }
+}

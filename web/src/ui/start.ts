@@ -5,6 +5,7 @@ import { roomHash } from "../protocol/crypto";
 import { formatRoomWatches, generateSecret, parseRoomWatches } from "../protocol/secret";
 import { Signaling, signalingUrl } from "../protocol/signaling";
 import { clientConfig, initLanguage, prefs, username } from "./common";
+import { workerDerives } from "./derive";
 import { clear, h, labelled } from "./el";
 import { t } from "./i18n";
 
@@ -76,24 +77,27 @@ async function render(): Promise<void> {
   clear(list);
   counts.clear();
   if (!rooms.length) list.append(h("li", {}, t("no_known_rooms")));
-  const hashes: string[] = [];
-  for (const r of rooms) {
-    const count = h("span", { class: "count", "aria-live": "polite" }, t("members_unknown"));
-    const li = h(
-      "li",
-      {},
-      h("a", { href: "/room#" + encodeURIComponent(r.secret), "aria-label": t("open_room", { name: r.name }) }, r.name),
-      " ",
-      count,
-      " ",
-      h("button", { type: "button", class: "small", "aria-label": t("forget", { name: r.name }), onclick: () => forget(r.secret) }, t("forget_button")),
-    );
-    list.append(li);
-    const hash = await roomHash(r.secret);
-    li.dataset.hash = hash;
-    counts.set(hash, count);
-    hashes.push(hash);
-  }
+  const derives = workerDerives();
+  const hashes = await Promise.all(
+    rooms.map(async (r, i) => {
+      const count = h("span", { class: "count", "aria-live": "polite" }, t("members_unknown"));
+      const li = h(
+        "li",
+        {},
+        h("a", { href: "/room#" + encodeURIComponent(r.secret), "aria-label": t("open_room", { name: r.name }) }, r.name),
+        " ",
+        count,
+        " ",
+        h("button", { type: "button", class: "small", "aria-label": t("forget", { name: r.name }), onclick: () => forget(r.secret) }, t("forget_button")),
+      );
+      list.append(li);
+      // Two rooms at a time, one per worker (PBKDF2 of one page runs one at a time otherwise).
+      const hash = await roomHash(r.secret, derives[i % 2]);
+      li.dataset.hash = hash;
+      counts.set(hash, count);
+      return hash;
+    }),
+  );
   sig.watch(hashes);
 }
 

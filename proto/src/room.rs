@@ -208,14 +208,16 @@ impl Registry {
     }
 
     fn watch(&mut self, id: ClientId, mut hashes: Vec<RoomHash>, out: &mut Vec<Output>) -> Result<(), RegistryError> {
-        hashes.sort_unstable();
-        hashes.dedup();
+        // Bounded before it is sorted: the relay holds its lock while this runs. (A list
+        // over the limit is refused even when duplicates would bring it under.)
         if hashes.len() > self.limits.max_watched_rooms {
             return Err(RegistryError::TooManyWatches {
                 count: hashes.len(),
                 limit: self.limits.max_watched_rooms,
             });
         }
+        hashes.sort_unstable();
+        hashes.dedup();
         let old = match self.clients.get_mut(&id) {
             Some(client) => std::mem::replace(&mut client.watches, hashes.clone()),
             None => return Err(RegistryError::UnknownClient(id)),

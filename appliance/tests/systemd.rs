@@ -264,3 +264,31 @@ fn under_systemd_logs_go_to_the_journal_with_structured_fields() {
         "logged to stderr too: {terminal}"
     );
 }
+
+/// The unit's resource ceilings fit the default config, and it does not pull in the socket
+/// unit (which would override `server.bind` on every start).
+#[test]
+fn the_unit_bounds_memory_and_files_and_does_not_force_socket_activation() {
+    let unit = include_str!("../../systemd/keksbox.service");
+    let value = |key: &str| {
+        unit.lines()
+            .find_map(|l| l.strip_prefix(key).and_then(|v| v.strip_prefix('=')))
+            .unwrap_or_else(|| panic!("no {key}= in keksbox.service"))
+            .trim()
+            .to_owned()
+    };
+    assert!(
+        !unit.lines().any(|l| l.starts_with("Wants=keksbox.socket")),
+        "Wants=keksbox.socket starts the socket unit even when server.bind is meant"
+    );
+    let limits = keksbox::config::Config::embedded().unwrap().limits;
+    let files: u64 = value("LimitNOFILE").parse().unwrap();
+    assert!(files >= limits.max_connections as u64 + keksbox::admission::RESERVED_FILES);
+    let memory = value("MemoryMax");
+    let mib: usize = memory.strip_suffix('M').unwrap().parse().unwrap();
+    assert!(
+        mib >= 256 + 64,
+        "MemoryMax={memory} leaves no room above the 256 MiB the limits allow"
+    );
+    assert!(mib <= 512, "MemoryMax={memory} is no ceiling on a 1 GiB board");
+}

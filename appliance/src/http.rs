@@ -132,6 +132,18 @@ fn upgrade(state: Arc<State>, peer: String, slot: Arc<Slot>, mut req: Request<In
     let Some(key) = headers.get(header::SEC_WEBSOCKET_KEY).filter(|_| is_upgrade) else {
         return with_headers(text(StatusCode::BAD_REQUEST, "this is a WebSocket endpoint\n"));
     };
+    // Browsers send Origin with every WebSocket handshake; a page from anywhere else must
+    // not drive the relay from a LAN user's browser. Native clients send none.
+    if let Some(origin) = headers.get(header::ORIGIN) {
+        let host = headers
+            .get(header::HOST)
+            .and_then(|h| h.to_str().ok())
+            .unwrap_or_default();
+        if !origin.to_str().is_ok_and(|o| same_origin(o, host)) {
+            debug!("refusing a signaling connection from {peer}: foreign Origin {origin:?}");
+            return with_headers(text(StatusCode::FORBIDDEN, "foreign origin\n"));
+        }
+    }
     let accept = derive_accept_key(key.as_bytes());
     let on_upgrade = hyper::upgrade::on(&mut req);
     let hub = state.hub.clone();
@@ -156,6 +168,27 @@ fn upgrade(state: Arc<State>, peer: String, slot: Arc<Slot>, mut req: Request<In
         .header(header::SEC_WEBSOCKET_ACCEPT, accept)
         .body(Full::new(Bytes::new()))
         .unwrap_or_else(|_| text(StatusCode::INTERNAL_SERVER_ERROR, "internal error\n"))
+}
+
+/// Whether `origin` (`https://keksbox.local:8443`) names the host and port the request was
+/// sent to (its Host header); a port left out is the scheme's default on both sides.
+pub fn same_origin(origin: &str, host: &str) -> bool {
+    let Some((scheme, authority)) = origin.split_once("://") else {
+        return false;
+    };
+    let default_port = match scheme.to_ascii_lowercase().as_str() {
+        "https" => 443,
+        "http" => 80,
+        _ => return false,
+    };
+    let (Ok(origin), Ok(host)) = (
+        authority.parse::<http::uri::Authority>(),
+        host.parse::<http::uri::Authority>(),
+    ) else {
+        return false;
+    };
+    origin.host().eq_ignore_ascii_case(host.host())
+        && origin.port_u16().unwrap_or(default_port) == host.port_u16().unwrap_or(default_port)
 }
 
 fn with_headers(mut response: Response<Body>) -> Response<Body> {
@@ -221,3 +254,27 @@ const NOT_BUILT: &str = "<!doctype html>
 and rebuild keksbox, or start keksbox with <code>--web-dir web/dist</code>.</p>
 </main></body></html>
 ";
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn same_origin_table() {
+        for (origin, host, same) in [
+            ("https://keksbox.local", "keksbox.local", true),
+            ("https://KeksBox.local", "keksbox.local:443", true),
+            ("https://keksbox.local:8443", "keksbox.local:8443", true),
+            ("http://127.0.0.1:8080", "127.0.0.1:8080", true),
+            ("https://[::1]:8443", "[::1]:8443", true),
+            ("https://evil.example", "keksbox.local", false),
+            ("https://keksbox.local:8443", "keksbox.local", false),
+            ("https://keksbox.local.evil.example", "keksbox.local", false),
+            ("null", "keksbox.local", false),
+            ("file://", "keksbox.local", false),
+            ("https://keksbox.local", "", false),
+        ] {
+            assert_eq!(same_origin(origin, host), same, "{origin} vs {host}");
+        }
+    }
+}

@@ -384,3 +384,28 @@ async fn an_overlong_watch_list_is_refused_before_it_is_sorted() {
     bystander.join(&hash('3')).await;
     assert_eq!(bystander.recv().await, join_packet(bystander.id));
 }
+
+#[tokio::test]
+async fn signaling_refuses_a_foreign_origin() {
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest as _;
+    let relay = Relay::default().await;
+    let handshake = |origin: Option<String>| {
+        let mut req = format!("ws://{}/signaling", relay.addr).into_client_request().unwrap();
+        if let Some(o) = origin {
+            req.headers_mut().insert("origin", o.parse().unwrap());
+        }
+        tokio_tungstenite::connect_async(req)
+    };
+    // A page elsewhere, opened by a LAN user, must not reach the relay through their browser.
+    let err = handshake(Some("https://evil.example".into()))
+        .await
+        .expect_err("refused");
+    assert!(err.to_string().contains("403"), "{err}");
+    let err = handshake(Some("null".into())).await.expect_err("refused");
+    assert!(err.to_string().contains("403"), "{err}");
+    // The box's own pages, and native clients (no Origin), are welcome.
+    let (ws, _) = handshake(Some(format!("http://{}", relay.addr))).await.unwrap();
+    Client::from_ws(ws).await;
+    let (ws, _) = handshake(None).await.unwrap();
+    Client::from_ws(ws).await;
+}

@@ -7,6 +7,7 @@ use bytes::Bytes;
 use http::header::{self, HeaderValue};
 use http::{Method, Request, Response, StatusCode};
 use http_body_util::Full;
+use hyper::body::Body as _;
 use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
 use log::debug;
@@ -53,6 +54,10 @@ pub async fn route(state: Arc<State>, peer: String, slot: Arc<Slot>, req: Reques
     };
     let mut response = with_headers(response);
     if req.method() == Method::HEAD {
+        // The length a GET would get, and no body (hyper sends none for HEAD, but an empty
+        // body here would make it announce a length of 0).
+        let len = response.body().size_hint().exact().unwrap_or(0);
+        response.headers_mut().insert(header::CONTENT_LENGTH, HeaderValue::from(len));
         *response.body_mut() = Full::new(Bytes::new());
     }
     response

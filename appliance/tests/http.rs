@@ -124,6 +124,17 @@ async fn etag_revalidation_and_head() {
     let head = request(&relay, "HEAD", "/", "").await;
     assert_eq!(head.status, 200);
     assert!(head.body.is_empty());
+    // HEAD says how long the GET body is.
+    for path in ["/", "/assets/app.js", "/version", "/config.json"] {
+        let full = get(&relay, path).await;
+        let head = request(&relay, "HEAD", path, "").await;
+        assert!(head.body.is_empty(), "{path}");
+        assert_eq!(
+            head.header("content-length"),
+            Some(full.body.len().to_string().as_str()),
+            "{path}"
+        );
+    }
     let post = request(&relay, "POST", "/", "Content-Length: 0\r\n").await;
     assert_eq!(post.status, 405);
 }

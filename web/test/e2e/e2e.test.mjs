@@ -783,6 +783,11 @@ async function runAxe(page) {
   });
 }
 
+test("the participants above stop sharing (the tests below each have a room of their own and need the CPU)", T, async () => {
+  for (const u of Object.values(users)) if (!u.page.isClosed()) await u.page.click("#stop-all");
+  for (const u of Object.values(users)) await until(`${u.name} shares no tracks`, async () => u.page.isClosed() || (await u.page.$$("#local-resources .resource.track")).length === 0);
+});
+
 for (const [vw, vh, label] of [[1280, 800, "laptop"], [390, 844, "phone"]]) {
   test(`gallery at ${vw}x${vh} (${label}): 1, 2, 4 and 9 tiles inside the viewport, none overlapping, >= 60% of the main area; full screen`, T, async () => {
     const { ctx, page: p } = await soloPage(`gallery-${label}`, `${SECRET}-gallery-${label}?username=gina`, { width: vw, height: vh });

@@ -13,9 +13,11 @@ use std::sync::{Arc, Mutex};
 
 use log::{info, warn};
 
-/// File handles kept free of connections: listeners, the runtime's epoll and event fds, mDNS
-/// sockets (one or two per interface), the journal, a certificate being written.
-pub const RESERVED_FILES: u64 = 64;
+/// File handles kept free of connections: the HTTP redirect's own connections
+/// ([`crate::redirect::MAX_CONNECTIONS`], 64), and 64 more for listeners, the runtime's epoll
+/// and event fds, mDNS sockets (one or two per interface), the journal, a certificate being
+/// written.
+pub const RESERVED_FILES: u64 = 128;
 
 /// Counts live connections in all and per address.
 #[derive(Debug)]

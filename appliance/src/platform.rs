@@ -4,7 +4,7 @@
 //! ```text
 //! main: init_logging, Config, Listeners::open ──► platform::run
 //!   run: tls::Identity::load (state dir) ─► Acceptor ─► crate::serve_listener(listener, Some(acceptor))
-//!        redirect::serve(redirect listener)          mdns::Announcer::start / stop
+//!        redirect::serve_redirects(redirect listener)  mdns::Announcer::start / stop
 //!        sd_notify READY=1 once listening, WATCHDOG=1 every half interval, STOPPING=1 at the end
 //! ```
 //! Tests bind `127.0.0.1:0` themselves, build [`Listeners`] from those sockets and call
@@ -213,7 +213,12 @@ pub async fn run(
     if let Some(redirect) = listeners.redirect {
         let addr = redirect.local_addr().context("the redirect listener has no address")?;
         info!("redirecting http://{addr}/ to HTTPS port {}", local.port());
-        tokio::spawn(crate::redirect::serve(redirect, local.port(), stop_rx.clone()));
+        let target = crate::redirect::Target {
+            name: config.mdns.host()?,
+            known: required_names(&config)?.iter().map(str::to_owned).collect(),
+            https_port: local.port(),
+        };
+        tokio::spawn(crate::redirect::serve_redirects(redirect, target, stop_rx.clone()));
     }
 
     let announcer = if config.mdns.enabled {

@@ -225,6 +225,10 @@ async fn the_http_port_redirects_to_https() {
     assert!(resp.starts_with("HTTP/1.1 308"), "{resp}");
     let want = format!("location: https://keksbox.local:{}/room?x=1\r\n", running.https.port());
     assert!(resp.to_ascii_lowercase().contains(&want), "{resp}");
+    // A Host the box does not answer to is not reflected: the configured name is used.
+    let resp = plain_request(running.http.unwrap(), "GET /x HTTP/1.1\r\nHost: evil.example").await;
+    let want = format!("location: https://keksbox.local:{}/x\r\n", running.https.port());
+    assert!(resp.to_ascii_lowercase().contains(&want), "{resp}");
     running.stop().await;
 }
 

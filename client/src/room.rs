@@ -54,8 +54,11 @@ pub const SEND_WINDOW: usize = 1 << 20;
 const COMMAND_QUEUE: usize = 64;
 /// Events waiting for the application; when it does not read them the room task waits.
 const EVENT_QUEUE: usize = 1024;
-/// How long the sender waits for the last bytes to be acknowledged before closing.
+/// How long the sender waits for the last bytes to be acknowledged.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long a finished upload's channel (and, in the application, its connection) stays
+/// open for the receiver to read the tail, unless the receiver closes or leaves first.
+pub const LINGER: Duration = Duration::from_secs(10);
 
 /// How a room is joined.
 #[derive(Debug, Clone)]
@@ -381,6 +384,8 @@ struct Task {
     downloads: HashMap<TransferKey, Download>,
     events: mpsc::Sender<RoomEvent>,
     internal_tx: mpsc::UnboundedSender<Internal>,
+    /// Connections of members that left while a download from them was still running.
+    leaving: HashMap<ClientId, Arc<dyn PeerConnection>>,
     /// Whether peer connections resolve `.local` candidates; off after it failed once.
     mdns_queries: bool,
 }
@@ -404,6 +409,7 @@ async fn run(
         downloads: HashMap::new(),
         events,
         internal_tx,
+        leaving: HashMap::new(),
         mdns_queries: true,
     };
     loop {
@@ -477,7 +483,7 @@ impl Task {
             // A new relay connection: every old peer is gone (ids are per connection).
             let old: Vec<ClientId> = self.peers.keys().copied().collect();
             for peer in old {
-                self.drop_peer(peer, "the relay connection was renewed").await;
+                self.drop_peer(peer, "the relay connection was renewed", true).await;
             }
         }
         for output in self.session.handle(packet) {
@@ -494,18 +500,20 @@ impl Task {
             Event::Joined { id } => self.emit(RoomEvent::Joined(id)).await,
             Event::Identified { id, username } => self.emit(RoomEvent::Identified { id, username }).await,
             Event::Left { id, .. } => {
-                self.drop_peer(id, "the member left").await;
+                self.drop_peer(id, "the member left", true).await;
                 self.emit(RoomEvent::Left(id)).await;
             }
             Event::Provided { from, info } => self.emit(RoomEvent::Provided { from, info }).await,
             Event::ProvideUpdated { from, info } => self.emit(RoomEvent::ProvideUpdated { from, info }).await,
             Event::ProvideStopped { from, id } => {
+                // A running download finishes or fails on its channel: the sender withdraws a
+                // file right after sending it, while its last bytes are still on the way.
                 let key = TransferKey {
                     peer: from,
                     id: id.clone(),
                 };
-                if let Some(Download::Running(h)) = self.downloads.remove(&key) {
-                    h.abort();
+                if let Some(Download::Waiting(_)) = self.downloads.get(&key) {
+                    self.downloads.remove(&key);
                     self.emit(RoomEvent::Download(
                         key,
                         Progress::Failed("the member stopped providing it".into()),
@@ -615,10 +623,15 @@ impl Task {
                 self.emit(RoomEvent::Upload(key, progress)).await;
             }
             Internal::Download(key, progress) => {
-                if matches!(progress, Progress::Done(_) | Progress::Failed(_)) {
+                let ended = matches!(progress, Progress::Done(_) | Progress::Failed(_));
+                if ended {
                     self.downloads.remove(&key);
                 }
+                let peer = key.peer;
                 self.emit(RoomEvent::Download(key, progress)).await;
+                if ended {
+                    self.reap(peer).await;
+                }
             }
         }
     }
@@ -877,8 +890,10 @@ impl Task {
         })
     }
 
-    /// Closes the member's peer connection and fails its transfers.
-    async fn drop_peer(&mut self, peer: ClientId, why: &str) {
+    /// Closes the member's peer connection and fails its transfers. Downloads already
+    /// running go on when `graceful`: a sender leaves the room as soon as its last bytes are
+    /// acknowledged, which can be before this side has read them from the connection.
+    async fn drop_peer(&mut self, peer: ClientId, why: &str, graceful: bool) {
         let uploads: Vec<TransferKey> = self.uploads.keys().filter(|k| k.peer == peer).cloned().collect();
         for key in uploads {
             if let Some(h) = self.uploads.remove(&key) {
@@ -888,24 +903,49 @@ impl Task {
             }
         }
         let downloads: Vec<TransferKey> = self.downloads.keys().filter(|k| k.peer == peer).cloned().collect();
+        let mut running = false;
         for key in downloads {
-            if let Some(d) = self.downloads.remove(&key) {
-                if let Download::Running(h) = d {
-                    h.abort();
+            match self.downloads.remove(&key) {
+                Some(Download::Running(h)) if graceful => {
+                    running = true;
+                    self.downloads.insert(key, Download::Running(h));
                 }
-                self.emit(RoomEvent::Download(key, Progress::Failed(why.to_owned())))
-                    .await;
+                Some(d) => {
+                    if let Download::Running(h) = d {
+                        h.abort();
+                    }
+                    self.emit(RoomEvent::Download(key, Progress::Failed(why.to_owned())))
+                        .await;
+                }
+                None => {}
             }
         }
         if let Some(p) = self.peers.remove(&peer) {
-            let _ = p.pc.close().await;
+            if running {
+                self.leaving.insert(peer, p.pc);
+            } else {
+                let _ = p.pc.close().await;
+            }
+        }
+    }
+
+    /// Closes the connection of a member that left once its last download has ended.
+    async fn reap(&mut self, peer: ClientId) {
+        if self.downloads.keys().any(|k| k.peer == peer) {
+            return;
+        }
+        if let Some(pc) = self.leaving.remove(&peer) {
+            let _ = pc.close().await;
         }
     }
 
     async fn close_all(&mut self) {
         let peers: Vec<ClientId> = self.peers.keys().copied().collect();
         for peer in peers {
-            self.drop_peer(peer, "the room was left").await;
+            self.drop_peer(peer, "the room was left", false).await;
+        }
+        for (_, pc) in self.leaving.drain() {
+            let _ = pc.close().await;
         }
         let _ = self.signaling.send(ServerboundPacket::Join { hash: None }).await;
     }
@@ -938,6 +978,15 @@ fn watch_channel(dc: Arc<dyn DataChannel>) -> tokio::sync::watch::Receiver<Chann
                 DataChannelEvent::OnOpen => {
                     let _ = tx.send(ChannelState::Open);
                 }
+                DataChannelEvent::OnBufferedAmountLow => {
+                    tx.send_if_modified(|s| {
+                        let sent_end = *s == ChannelState::Open;
+                        if sent_end {
+                            *s = ChannelState::Drained;
+                        }
+                        sent_end
+                    });
+                }
                 DataChannelEvent::OnClose => break,
                 _ => {}
             }
@@ -951,6 +1000,8 @@ fn watch_channel(dc: Arc<dyn DataChannel>) -> tokio::sync::watch::Receiver<Chann
 enum ChannelState {
     Connecting,
     Open,
+    /// The buffered amount fell below the low threshold.
+    Drained,
     Closed,
 }
 
@@ -1017,18 +1068,28 @@ async fn upload_inner(
     if size.is_some_and(|s| sent != s) {
         return Err(format!("{} changed size while it was being sent", path.display()));
     }
+    // SCTP's buffered amount falling below one byte: what SCTP holds is acknowledged. The
+    // channel may still hold the tail above SCTP (the crate's outstanding-bytes counter does
+    // not reliably return to zero, so it cannot tell), so the channel is closed only after the
+    // receiver closed it or a linger time passed, and the application should keep the
+    // connection open for that long too ([`LINGER`]).
+    let _ = dc.set_buffered_amount_low_threshold(1).await;
     dc.send_text("end").await.map_err(|e| format!("sending failed: {e}"))?;
-    // Close only once everything is acknowledged, so the close cannot overtake data.
-    let drained = tokio::time::timeout(DRAIN_TIMEOUT, async {
-        while dc.outstanding_bytes().await.unwrap_or(0) > 0 && *state.borrow() != ChannelState::Closed {
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-    })
-    .await;
-    if drained.is_err() {
-        log::warn!("the receiver of {} did not acknowledge the last bytes in time", key.id);
+    let acked = tokio::time::timeout(
+        DRAIN_TIMEOUT,
+        state.wait_for(|s| matches!(s, ChannelState::Drained | ChannelState::Closed)),
+    )
+    .await
+    .is_ok();
+    if !acked {
+        let _ = dc.close().await;
+        return Err("the receiver did not acknowledge the end of the file".into());
     }
-    let _ = dc.close().await;
+    let dc = dc.clone();
+    tokio::spawn(async move {
+        let _ = tokio::time::timeout(LINGER, state.wait_for(|s| *s == ChannelState::Closed)).await;
+        let _ = dc.close().await;
+    });
     Ok(sent)
 }
 

@@ -123,10 +123,21 @@ pub async fn run(options: RoomOptions, files: Vec<Offer>, keep: bool, show_secre
     let mut bars: HashMap<TransferKey, Bar> = HashMap::new();
     let mut complete: BTreeSet<ResourceId> = BTreeSet::new();
     let mut provided = false;
+    // Members that received a file; once all is sent, rift waits for them to leave (or for
+    // LINGER) so the last bytes are read before the connection closes.
+    let mut receivers: BTreeSet<ClientId> = BTreeSet::new();
+    let mut linger_until: Option<tokio::time::Instant> = None;
     let total: u64 = files.iter().map(|f| f.size).sum();
     loop {
+        let linger = async {
+            match linger_until {
+                Some(t) => tokio::time::sleep_until(t).await,
+                None => std::future::pending().await,
+            }
+        };
         let event = tokio::select! {
             e = events.recv() => e,
+            _ = linger => return Ok(EXIT_DONE),
             _ = interrupted() => {
                 eprintln!("cancelled");
                 return Ok(EXIT_CANCELLED);
@@ -174,6 +185,10 @@ pub async fn run(options: RoomOptions, files: Vec<Offer>, keep: bool, show_secre
                 if let Some(name) = names.remove(&id) {
                     log::info!("{name} left");
                 }
+                receivers.remove(&id);
+                if linger_until.is_some() && receivers.is_empty() {
+                    return Ok(EXIT_DONE);
+                }
             }
             RoomEvent::Upload(key, progress) => {
                 let Some(offer) = offers.get(&key.id) else { continue };
@@ -200,6 +215,7 @@ pub async fn run(options: RoomOptions, files: Vec<Offer>, keep: bool, show_secre
                             None => eprintln!("{msg}"),
                         }
                         complete.insert(key.id.clone());
+                        receivers.insert(key.peer);
                     }
                     Progress::Failed(why) => {
                         let msg = format!("sending {} to {who} failed: {why}", offer.name);
@@ -209,13 +225,11 @@ pub async fn run(options: RoomOptions, files: Vec<Offer>, keep: bool, show_secre
                         }
                     }
                 }
-                if !keep && complete.len() == offers.len() && bars.is_empty() {
+                if !keep && linger_until.is_none() && complete.len() == offers.len() && bars.is_empty() {
                     for id in offers.keys() {
                         let _ = room.stop_providing(id.clone()).await;
                     }
-                    // Give the provide_stop packets a moment to leave.
-                    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-                    return Ok(EXIT_DONE);
+                    linger_until = Some(tokio::time::Instant::now() + keks_client::room::LINGER);
                 }
             }
             _ => {}

@@ -13,8 +13,8 @@ mkdirSync(join(dist, "assets", "rnnoise"), { recursive: true });
 const common = { bundle: true, minify: true, sourcemap: true, target: ["chrome110", "firefox115", "safari16"], logLevel: "warning" };
 await build({ ...common, entryPoints: { start: "src/ui/start.ts", room: "src/ui/room.ts" }, outdir: join(dist, "assets"), format: "esm" });
 await build({ ...common, entryPoints: ["src/sw.ts"], outfile: join(dist, "sw.js"), format: "iife" });
-// PBKDF2 for the room page, two at a time (src/ui/derive.ts explains why).
-await build({ ...common, entryPoints: ["src/pbkdf2-worker.ts"], outfile: join(dist, "assets", "pbkdf2-worker.js"), format: "iife" });
+// The room page's first script: starts the PBKDF2 derivations while room.js loads (src/early.ts).
+await build({ ...common, entryPoints: ["src/early.ts"], outfile: join(dist, "assets", "early.js"), format: "iife" });
 
 for (const f of ["index.html", "room.html", "style.css", "favicon.svg"]) {
   cpSync(join(here, "static", f), join(dist, f === "style.css" ? "assets/style.css" : f));

@@ -13,7 +13,7 @@ const dist = join(web, "dist");
 if (!existsSync(join(dist, "room.html"))) spawnSync(process.execPath, [join(web, "build.mjs")], { stdio: "inherit" });
 
 const gz = (f) => gzipSync(readFileSync(join(dist, f)), { level: 9 }).length;
-const roomFiles = ["room.html", "assets/room.js", "assets/style.css", "assets/pbkdf2-worker.js"];
+const roomFiles = ["room.html", "assets/early.js", "assets/room.js", "assets/style.css"];
 const startFiles = ["index.html", "assets/start.js", "assets/style.css"];
 const sum = (l) => l.reduce((a, f) => a + gz(f), 0);
 console.log(`bundle (gzip -9, without RNNoise): room page ${sum(roomFiles)} B, start page ${sum(startFiles)} B, sw.js ${gz("sw.js")} B`);
@@ -36,35 +36,30 @@ try {
     }
   }
   const browser = await chromium.launch({ executablePath: process.env.CHROMIUM ?? "/usr/bin/chromium", args: ["--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking", "--disable-component-update", "--disable-sync"] });
-  // The room key and hash run in two workers; blocking the worker script makes the page derive
-  // both itself, as it did before (WebCrypto then runs them one after the other). Alternate the
+  // The page's first script (early.js) starts both PBKDF2 derivations while room.js loads;
+  // blocking it makes the page start them itself once room.js runs, as before. Alternate the
   // two so a busy machine slows both alike.
   const RUNS = 7;
-  const times = { workers: [], page: [] };
-  const derive = { workers: [], page: [] };
+  const modes = { early: "derivations started by early.js (now)", late: "started by room.js, as before (early.js blocked)" };
+  const joined = { early: [], late: [] };
+  const started = { early: [], late: [] };
   for (let i = 0; i < 2 * RUNS; i++) {
-    const mode = i % 2 ? "page" : "workers";
+    const mode = i % 2 ? "late" : "early";
     const ctx = await browser.newContext();
-    if (mode === "page") await ctx.route("**/assets/pbkdf2-worker.js", (r) => r.abort());
+    if (mode === "late") await ctx.route("**/assets/early.js", (r) => r.abort());
     const page = await ctx.newPage();
     await page.goto(`http://127.0.0.1:${port}/room#bench-room-${i}-with-a-long-enough-secret`);
     await page.waitForSelector("body[data-state=joined]", { timeout: 20_000 });
-    const [joined, derived] = await page.evaluate(() => {
-      const at = (n) => performance.getEntriesByName(n)[0].startTime;
-      return [at("keksbox-joined"), at("keksbox-derived") - at("keksbox-derive-start")];
-    });
-    times[mode].push(joined);
-    derive[mode].push(derived);
+    const [j, s] = await page.evaluate(() => ["keksbox-joined", "keksbox-derive-start"].map((n) => performance.getEntriesByName(n)[0].startTime));
+    joined[mode].push(j);
+    started[mode].push(s);
     await ctx.close();
   }
   await browser.close();
-  const stats = (l) => {
-    l.sort((a, b) => a - b);
-    return `median ${l[l.length >> 1].toFixed(0)} ms, min ${l[0].toFixed(0)} ms, max ${l[l.length - 1].toFixed(0)} ms`;
-  };
-  console.log(`navigation to joined (headless Chromium, ${RUNS} runs each; two PBKDF2 derivations of 250000 rounds):`);
-  console.log(`  key and hash in two workers (now):            ${stats(times.workers)}; the derivations ${stats(derive.workers)}`);
-  console.log(`  both on the page, as before (worker blocked): ${stats(times.page)}; the derivations ${stats(derive.page)}`);
+  const median = (l) => [...l].sort((a, b) => a - b)[l.length >> 1].toFixed(0);
+  const range = (l) => `${Math.min(...l).toFixed(0)}-${Math.max(...l).toFixed(0)}`;
+  console.log(`navigation to joined (headless Chromium, ${RUNS} runs each, alternating; two PBKDF2 derivations of 250000 rounds):`);
+  for (const m of ["early", "late"]) console.log(`  ${modes[m].padEnd(48)} median ${median(joined[m])} ms (${range(joined[m])}), derivations from ${median(started[m])} ms`);
 } finally {
   relay.kill();
 }

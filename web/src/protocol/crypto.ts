@@ -7,8 +7,8 @@ import { ClientId, encodeWrapper, parseWrapper, RelayMessage, RoomHash } from ".
 export type Bytes = Uint8Array<ArrayBuffer>;
 
 const ITERATIONS = 250_000;
-export const KEY_SALT = "keksmeet/cryptosaltAAA==";
-export const HASH_SALT = "keksmeet/roomhashsaltA==";
+const KEY_SALT = "keksmeet/cryptosaltAAA==";
+const HASH_SALT = "keksmeet/roomhashsaltA==";
 const IV_LEN = 12;
 
 const subtle = () => globalThis.crypto.subtle;
@@ -35,14 +35,7 @@ export function unhex(s: string): Bytes {
   return out;
 }
 
-/**
- * One PBKDF2 derivation, the expensive step of joining: WebCrypto in this thread by default; the
- * room page passes one that runs in a worker (a browser may run one page's WebCrypto calls one
- * after another, so the key and the hash would not overlap).
- */
-export type Derive = (secret: string, saltB64: string) => Promise<Bytes>;
-
-export async function pbkdf2(secret: string, saltB64: string): Promise<Bytes> {
+async function pbkdf2(secret: string, saltB64: string): Promise<Bytes> {
   const base = await subtle().importKey("raw", new TextEncoder().encode(secret), "PBKDF2", false, ["deriveBits"]);
   const bits = await subtle().deriveBits(
     { name: "PBKDF2", hash: "SHA-512", salt: b64decode(saltB64), iterations: ITERATIONS },
@@ -53,19 +46,19 @@ export async function pbkdf2(secret: string, saltB64: string): Promise<Bytes> {
 }
 
 /** The raw 32 key bytes of a room secret (exposed for the test vectors). */
-export const deriveKeyBytes = (secret: string, derive: Derive = pbkdf2): Promise<Bytes> => derive(secret, KEY_SALT);
+export const deriveKeyBytes = (secret: string): Promise<Bytes> => pbkdf2(secret, KEY_SALT);
 
 /** The room hash the relay sees for a secret. */
-export async function roomHash(secret: string, derive: Derive = pbkdf2): Promise<RoomHash> {
-  return hex(await derive(secret, HASH_SALT));
+export async function roomHash(secret: string): Promise<RoomHash> {
+  return hex(await pbkdf2(secret, HASH_SALT));
 }
 
 /** The AES-256-GCM key of one room. */
 export class RoomKey {
   private constructor(private readonly key: CryptoKey) {}
 
-  static async derive(secret: string, derive: Derive = pbkdf2): Promise<RoomKey> {
-    return RoomKey.fromBytes(await deriveKeyBytes(secret, derive));
+  static async derive(secret: string): Promise<RoomKey> {
+    return RoomKey.fromBytes(await deriveKeyBytes(secret));
   }
 
   static async fromBytes(raw: Bytes): Promise<RoomKey> {

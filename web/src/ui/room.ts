@@ -2,7 +2,7 @@
 // page from its parts (gallery, member list, chat, local devices, dialogs, keys, room display),
 // connects the protocol's Signaling and Room to them, and handles room switches by fragment.
 
-import { roomHash, RoomKey } from "../protocol/crypto";
+import { Bytes, roomHash, RoomKey } from "../protocol/crypto";
 import { PrefKey } from "../protocol/prefs";
 import { Room, RoomEvents } from "../protocol/room";
 import { isShortSecret, parseFragment, RoomFragment } from "../protocol/secret";
@@ -10,7 +10,6 @@ import { Signaling, signalingUrl } from "../protocol/signaling";
 import { Chat } from "./chat";
 import { initLanguage, prefs, rtcConfig, username } from "./common";
 import { helpDlg, openHelp, openSettings, openShare, settingsDlg, shareDlg } from "./dialogs";
-import { warmUp, workerDerives } from "./derive";
 import { DISPLAY_PARAM, RoomDisplay } from "./display";
 import { h } from "./el";
 import { Gallery } from "./gallery";
@@ -27,7 +26,6 @@ function fragmentPrefs(f: RoomFragment | null): [string, string][] {
 }
 
 const first = parseFragment(location.hash);
-if (first) warmUp();
 const displayMode = first?.params.some(([k]) => k === DISPLAY_PARAM) ?? false;
 prefs.setFragment(fragmentPrefs(first));
 initLanguage();
@@ -166,10 +164,10 @@ async function enterRoom(frag: RoomFragment): Promise<void> {
   old?.close();
   joined = false;
   delete document.body.dataset.state;
-  // The WebSocket is already open (sig.start); the two derivations run side by side in workers.
-  const [keyDerive, hashDerive] = workerDerives();
-  performance.mark("keksbox-derive-start"); // read by `npm run bench`
-  const [key, hash, config] = await Promise.all([RoomKey.derive(frag.secret, keyDerive), roomHash(frag.secret, hashDerive), rtc]);
+  // The WebSocket is already open (sig.start). The derivations may already be running (early.ts).
+  const early = takeEarly(frag.secret);
+  if (!early) performance.mark("keksbox-derive-start"); // read by `npm run bench`
+  const [key, hash, config] = await Promise.all([early ? early.key.then((b) => RoomKey.fromBytes(b)) : RoomKey.derive(frag.secret), early?.hash ?? roomHash(frag.secret), rtc]);
   performance.mark("keksbox-derived");
   if (current !== frag) return; // switched again meanwhile
   const r = new Room(hash, key, (p) => sig.send(p), events, {
@@ -183,6 +181,14 @@ async function enterRoom(frag: RoomFragment): Promise<void> {
   r.prepare(sig.id, local.resources());
   room = r;
   sig.join(hash);
+}
+
+/** The derivations early.ts started for this secret, once (a later room switch derives anew). */
+function takeEarly(secret: string): { hash: Promise<string>; key: Promise<Bytes> } | null {
+  const w = window as unknown as { keksboxEarly?: { secret: string; hash: Promise<string>; key: Promise<Bytes> } };
+  const e = w.keksboxEarly;
+  delete w.keksboxEarly;
+  return e?.secret === secret ? e : null;
 }
 
 function roomLink(): string {

@@ -5,7 +5,6 @@ import { roomHash } from "../protocol/crypto";
 import { formatRoomWatches, generateSecret, parseRoomWatches } from "../protocol/secret";
 import { Signaling, signalingUrl } from "../protocol/signaling";
 import { clientConfig, initLanguage, prefs, username } from "./common";
-import { workerDerives } from "./derive";
 import { clear, h, labelled } from "./el";
 import { t } from "./i18n";
 
@@ -77,9 +76,8 @@ async function render(): Promise<void> {
   clear(list);
   counts.clear();
   if (!rooms.length) list.append(h("li", {}, t("no_known_rooms")));
-  const derives = workerDerives();
   const hashes = await Promise.all(
-    rooms.map(async (r, i) => {
+    rooms.map(async (r) => {
       const count = h("span", { class: "count", "aria-live": "polite" }, t("members_unknown"));
       const li = h(
         "li",
@@ -91,8 +89,7 @@ async function render(): Promise<void> {
         h("button", { type: "button", class: "small", "aria-label": t("forget", { name: r.name }), onclick: () => forget(r.secret) }, t("forget_button")),
       );
       list.append(li);
-      // Two rooms at a time, one per worker (PBKDF2 of one page runs one at a time otherwise).
-      const hash = await roomHash(r.secret, derives[i % 2]);
+      const hash = await roomHash(r.secret);
       li.dataset.hash = hash;
       counts.set(hash, count);
       return hash;

@@ -97,7 +97,8 @@ mod tests {
     fn refuses_hostile_names() {
         for (label, want) in [
             ("", NameError::Empty),
-            ("/", NameError::Empty),
+            ("/", NameError::Escapes("/".into())),
+            ("//", NameError::Escapes("//".into())),
             ("/etc/passwd", NameError::Escapes("/etc/passwd".into())),
             ("../x", NameError::Escapes("../x".into())),
             ("a/../../x", NameError::Escapes("a/../../x".into())),

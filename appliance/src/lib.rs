@@ -83,15 +83,17 @@ pub async fn serve_plain_http(
     listener: TcpListener,
     shutdown: impl Future<Output = ()>,
 ) -> anyhow::Result<()> {
-    serve_listener(config, listener, None, shutdown).await
+    serve_listener(config, listener, None, None, shutdown).await
 }
 
 /// Serves the web client and signaling on `listener` until `shutdown` completes, with a TLS
-/// handshake on every connection when `tls` is given.
+/// handshake on every connection when `tls` is given, and systemd watchdog pings that prove
+/// the hub alive ([`platform::watchdog`]) when `watchdog` gives the interval.
 pub async fn serve_listener(
     config: Config,
     listener: TcpListener,
     tls: Option<tls::Acceptor>,
+    watchdog: Option<Duration>,
     shutdown: impl Future<Output = ()>,
 ) -> anyhow::Result<()> {
     let (stop_tx, stop_rx) = watch::channel(false);
@@ -108,6 +110,8 @@ pub async fn serve_listener(
     if !state.assets.is_built() {
         warn!("the web client is not built: pages say how to build it (make web)");
     }
+    let watchdog =
+        watchdog.map(|interval| tokio::spawn(platform::watchdog(state.hub.clone(), interval, platform::watchdog_ping)));
     let mut shutdown = std::pin::pin!(shutdown);
     loop {
         tokio::select! {
@@ -131,6 +135,9 @@ pub async fn serve_listener(
         state.hub.stats().clients
     );
     let _ = stop_tx.send(true);
+    if let Some(watchdog) = watchdog {
+        watchdog.abort();
+    }
     drop(listener);
     state.tasks.wait(Duration::from_secs(5)).await;
     Ok(())

@@ -5,7 +5,8 @@
 //! main: init_logging, Config, Listeners::open ──► platform::run
 //!   run: tls::Identity::load (state dir) ─► Acceptor ─► crate::serve_listener(listener, Some(acceptor))
 //!        redirect::serve_redirects(redirect listener)  mdns::Announcer::start / stop
-//!        sd_notify READY=1 once listening, WATCHDOG=1 every half interval, STOPPING=1 at the end
+//!        sd_notify READY=1 once listening, STOPPING=1 at the end; WATCHDOG=1 every half
+//!        interval from [`watchdog`], which first takes the hub's lock
 //! ```
 //! Tests bind `127.0.0.1:0` themselves, build [`Listeners`] from those sockets and call
 //! [`run`] in-process with a temporary state directory.
@@ -13,6 +14,8 @@
 use std::future::Future;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::Context as _;
 use log::{info, warn};
@@ -22,6 +25,7 @@ use tokio::sync::watch;
 
 use crate::config::Config;
 use crate::mdns::{Advert, Announcer};
+use crate::relay::Hub;
 use crate::tls::{self, CertNames, Identity, Regenerate};
 
 /// Logs to the journal (with structured fields) when systemd connected stderr to it, to the
@@ -240,32 +244,37 @@ pub async fn run(
     };
 
     notify(&[NotifyState::Ready, NotifyState::Status(&format!("serving {url}"))]);
-    let watchdog = sd_notify::watchdog_enabled().map(|interval| {
-        tokio::spawn(async move {
-            // Half the interval, as sd_watchdog_enabled(3) recommends; a stalled runtime
-            // stops these pings and systemd restarts the service.
-            let mut tick = tokio::time::interval(interval / 2);
-            loop {
-                tick.tick().await;
-                notify(&[NotifyState::Watchdog]);
-            }
-        })
-    });
-
-    let result = crate::serve_listener(config, listeners.main, acceptor, async {
+    let watchdog = sd_notify::watchdog_enabled();
+    let result = crate::serve_listener(config, listeners.main, acceptor, watchdog, async {
         shutdown.await;
         notify(&[NotifyState::Stopping]);
     })
     .await;
 
     let _ = stop_tx.send(true);
-    if let Some(watchdog) = watchdog {
-        watchdog.abort();
-    }
     if let Some(announcer) = announcer {
         let _ = tokio::task::spawn_blocking(move || announcer.stop()).await;
     }
     result
+}
+
+/// Pings the systemd watchdog every half `interval` (as sd_watchdog_enabled(3) recommends),
+/// each time only after taking the hub's lock: a stalled runtime or a hub lock that is never
+/// released stops the pings, and systemd restarts the service.
+pub async fn watchdog(hub: Arc<Hub>, interval: Duration, ping: impl Fn()) {
+    let mut tick = tokio::time::interval(interval / 2);
+    // After a stall, one ping, not a burst of the missed ones.
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        hub.alive();
+        ping();
+    }
+}
+
+/// Sends `WATCHDOG=1`.
+pub fn watchdog_ping() {
+    notify(&[NotifyState::Watchdog]);
 }
 
 /// The URL a person opens, for the start-up log.
@@ -309,6 +318,38 @@ mod tests {
             "https://keksbox.local/"
         );
         assert_eq!(page_url("http", "[::1]:80".parse().unwrap(), &c), "http://[::1]/");
+    }
+
+    #[test]
+    fn the_watchdog_stops_pinging_while_the_hub_lock_is_held() {
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        let hub = Arc::new(Hub::new(Config::default().limits, "v".into()));
+        let pings = Arc::new(AtomicUsize::new(0));
+        let count = || pings.load(Ordering::SeqCst);
+        // The watchdog on a runtime of its own, so that blocking it blocks nothing else.
+        {
+            let (hub, pings) = (hub.clone(), pings.clone());
+            std::thread::spawn(move || {
+                let runtime = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .unwrap();
+                runtime.block_on(watchdog(hub, Duration::from_millis(40), move || {
+                    pings.fetch_add(1, Ordering::SeqCst);
+                }));
+            });
+        }
+        std::thread::sleep(Duration::from_millis(100));
+        assert!(count() >= 2, "pings while the hub is free");
+        // A wedged hub: its lock held and not given back for 300 ms.
+        let guard = hub.lock();
+        std::thread::sleep(Duration::from_millis(30));
+        let before = count();
+        std::thread::sleep(Duration::from_millis(200));
+        assert!(count() <= before + 1, "no pings while the lock is stuck");
+        drop(guard);
+        std::thread::sleep(Duration::from_millis(100));
+        assert!(count() >= before + 2, "pings again once it is free");
     }
 
     #[test]

@@ -80,7 +80,7 @@ pub struct Hub {
 }
 
 #[derive(Debug)]
-struct Inner {
+pub(crate) struct Inner {
     registry: Registry,
     clients: HashMap<ClientId, Queue>,
 }
@@ -167,7 +167,7 @@ impl Hub {
             .max_frame_size(Some(self.limits.max_frame_size))
     }
 
-    fn lock(&self) -> MutexGuard<'_, Inner> {
+    pub(crate) fn lock(&self) -> MutexGuard<'_, Inner> {
         // A panic while holding the lock would be a bug in this module; the state is still
         // consistent enough to keep serving the other rooms, so recover the guard.
         self.inner.lock().unwrap_or_else(|poisoned| poisoned.into_inner())

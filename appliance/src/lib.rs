@@ -34,6 +34,7 @@ pub mod admission;
 pub mod assets;
 pub mod budget;
 pub mod config;
+pub mod dns;
 pub mod http;
 pub mod mdns;
 pub mod platform;

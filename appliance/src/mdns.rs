@@ -310,13 +310,7 @@ fn host_name(name: &str) -> Result<String, MdnsError> {
     if label.contains('.') {
         return Err(bad("mDNS host names are one label followed by .local"));
     }
-    if label.len() > 63 {
-        return Err(bad("it is longer than 63 characters"));
-    }
-    if !label.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-') || label.starts_with('-') || label.ends_with('-')
-    {
-        return Err(bad("only letters, digits and '-' (not at either end) are allowed"));
-    }
+    crate::dns::check_label(label).map_err(bad)?;
     Ok(format!("{label}.local"))
 }
 

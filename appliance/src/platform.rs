@@ -155,9 +155,10 @@ fn bind_error(addr: SocketAddr, e: std::io::Error) -> anyhow::Error {
 
 /// The names the generated certificate must cover with this configuration on this box.
 pub fn required_names(config: &Config) -> anyhow::Result<CertNames> {
+    // Loopback never changes; LAN addresses do (DHCP), and would change the fingerprint.
     let ips = match config.tls.include_ip_addresses {
         true => tls::local_ip_addresses(),
-        false => Vec::new(),
+        false => tls::probe::loopback_addresses(),
     };
     let mdns_host = config.mdns.host()?;
     Ok(CertNames::required(

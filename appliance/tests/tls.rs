@@ -440,24 +440,132 @@ async fn a_key_that_does_not_match_the_certificate_is_a_clear_error() {
     assert!(err.to_lowercase().contains("key"), "{err}");
 }
 
-#[tokio::test]
-async fn a_corrupt_generated_certificate_is_a_clear_error() {
-    let state = tempfile::tempdir().unwrap();
-    start(test_config(), state.path()).await.unwrap().stop().await;
-    std::fs::write(generated_cert(state.path()), "garbage").unwrap();
-    let err = start_err(test_config(), state.path()).await;
-    assert!(err.contains("cert.pem holds no usable certificate"), "{err}");
-    assert!(err.contains("keksbox regenerate-cert"), "{err}");
+/// Starts and stops a box on `state`, returning the fingerprint it served.
+async fn served_fingerprint(state: &Path) -> Fingerprint {
+    let running = start(test_config(), state).await.unwrap();
+    let (_, fp) = get_tls(running.https, &generated_cert(state), "localhost", "/version")
+        .await
+        .unwrap();
+    running.stop().await;
+    fp
+}
+
+/// The `broken-*` directories a start left in `tls/`, with the files each holds.
+fn moved_aside(state: &Path) -> Vec<Vec<String>> {
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir(state.join("tls")).unwrap().flatten() {
+        if entry.file_name().to_string_lossy().starts_with("broken-") {
+            let mut files: Vec<String> = std::fs::read_dir(entry.path())
+                .unwrap()
+                .flatten()
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .collect();
+            files.sort();
+            out.push(files);
+        }
+    }
+    out
 }
 
 #[tokio::test]
-async fn a_missing_generated_key_is_a_clear_error() {
+async fn a_truncated_generated_certificate_is_moved_aside_and_made_anew() {
+    // A power cut during generation used to leave a set that failed every start.
     let state = tempfile::tempdir().unwrap();
-    start(test_config(), state.path()).await.unwrap().stop().await;
+    let first = served_fingerprint(state.path()).await;
+    std::fs::write(generated_cert(state.path()), "").unwrap();
+    let second = served_fingerprint(state.path()).await;
+    assert_ne!(first, second, "a new certificate");
+    assert_eq!(moved_aside(state.path()), [["cert.pem", "key.pem", "names"]]);
+    // The new one is reused from then on.
+    assert_eq!(served_fingerprint(state.path()).await, second);
+}
+
+#[tokio::test]
+async fn a_missing_generated_key_is_moved_aside_and_made_anew() {
+    let state = tempfile::tempdir().unwrap();
+    let first = served_fingerprint(state.path()).await;
     std::fs::remove_file(state.path().join("tls/key.pem")).unwrap();
-    let err = start_err(test_config(), state.path()).await;
-    assert!(err.contains("key.pem"), "{err}");
-    assert!(err.contains("keksbox regenerate-cert"), "{err}");
+    assert_ne!(served_fingerprint(state.path()).await, first);
+    assert_eq!(moved_aside(state.path()), [["cert.pem", "names"]]);
+}
+
+#[tokio::test]
+async fn a_generated_key_behind_a_symlink_is_not_followed() {
+    let state = tempfile::tempdir().unwrap();
+    let elsewhere = tempfile::tempdir().unwrap();
+    let first = served_fingerprint(state.path()).await;
+    // Someone swaps the key for a link to a file of theirs, readable by all.
+    let outside = elsewhere.path().join("their-key.pem");
+    std::fs::copy(state.path().join("tls/key.pem"), &outside).unwrap();
+    std::fs::set_permissions(&outside, std::fs::Permissions::from_mode(0o644)).unwrap();
+    std::fs::remove_file(state.path().join("tls/key.pem")).unwrap();
+    std::os::unix::fs::symlink(&outside, state.path().join("tls/key.pem")).unwrap();
+    assert_ne!(
+        served_fingerprint(state.path()).await,
+        first,
+        "the linked key is not used"
+    );
+    assert_eq!(
+        std::fs::metadata(&outside).unwrap().permissions().mode() & 0o777,
+        0o644,
+        "the link's target was not touched"
+    );
+    let key = std::fs::symlink_metadata(state.path().join("tls/key.pem")).unwrap();
+    assert!(key.is_file() && key.permissions().mode() & 0o777 == 0o600);
+}
+
+#[tokio::test]
+async fn a_tls_directory_others_can_write_is_not_trusted() {
+    let state = tempfile::tempdir().unwrap();
+    let first = served_fingerprint(state.path()).await;
+    let dir = state.path().join("tls");
+    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o777)).unwrap();
+    assert_ne!(
+        served_fingerprint(state.path()).await,
+        first,
+        "anybody could have put a key there"
+    );
+    assert_eq!(std::fs::metadata(&dir).unwrap().permissions().mode() & 0o777, 0o700);
+    assert_eq!(moved_aside(state.path()).len(), 1);
+}
+
+#[tokio::test]
+async fn a_tls_directory_of_another_user_is_a_clear_error() {
+    let state = tempfile::tempdir().unwrap();
+    let dir = state.path().join("tls");
+    std::fs::create_dir(&dir).unwrap();
+    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700)).unwrap();
+    let other = if rustix::process::geteuid().as_raw() == 4242 {
+        4243
+    } else {
+        4242
+    };
+    if std::process::Command::new("chown")
+        .arg(other.to_string())
+        .arg(&dir)
+        .status()
+        .is_ok_and(|s| s.success())
+    {
+        let err = start_err(test_config(), state.path()).await;
+        assert!(err.contains(&format!("belongs to uid {other}")), "{err}");
+    } else {
+        eprintln!("skipped: chown needs root");
+    }
+}
+
+#[test]
+fn by_default_the_certificate_covers_names_not_lan_addresses() {
+    // An address in the certificate made a new one (and a new fingerprint) on every new
+    // DHCP lease.
+    let config = test_config();
+    assert!(!config.tls.include_ip_addresses);
+    let names = platform::required_names(&config).unwrap();
+    for name in names.iter() {
+        if let Ok(ip) = name.parse::<std::net::IpAddr>() {
+            assert!(ip.is_loopback(), "{name} is in the certificate");
+        }
+    }
+    assert!(names.contains("keksbox.local") && names.contains("localhost"));
 }
 
 #[tokio::test]

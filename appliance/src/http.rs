@@ -57,7 +57,9 @@ pub async fn route(state: Arc<State>, peer: String, slot: Arc<Slot>, req: Reques
         // The length a GET would get, and no body (hyper sends none for HEAD, but an empty
         // body here would make it announce a length of 0).
         let len = response.body().size_hint().exact().unwrap_or(0);
-        response.headers_mut().insert(header::CONTENT_LENGTH, HeaderValue::from(len));
+        response
+            .headers_mut()
+            .insert(header::CONTENT_LENGTH, HeaderValue::from(len));
         *response.body_mut() = Full::new(Bytes::new());
     }
     response

@@ -114,7 +114,7 @@ fn run(args: Args) -> anyhow::Result<()> {
         // start-up must still mean a clean shutdown, not the default of dying on the spot.
         let shutdown = shutdown_signal()?;
         let listeners = keksbox::platform::Listeners::open(&config).await?;
-        keksbox::platform::run(config, listeners, args.state_dir, shutdown).await
+        keksbox::platform::run_appliance(config, listeners, args.state_dir, shutdown).await
     })
 }
 

@@ -2,14 +2,14 @@
 //! HTTP→HTTPS redirect, the mDNS announcement, systemd readiness and watchdog, and logging.
 //!
 //! ```text
-//! main: init_logging, Config, Listeners::open ──► platform::run
+//! main: init_logging, Config, Listeners::open ──► platform::run_appliance
 //!   run: tls::Identity::load (state dir) ─► Acceptor ─► crate::serve_listener(listener, Some(acceptor))
 //!        redirect::serve_redirects(redirect listener)  mdns::Announcer::start / stop
 //!        sd_notify READY=1 once listening, STOPPING=1 at the end; WATCHDOG=1 every half
 //!        interval from [`watchdog`], which first takes the hub's lock
 //! ```
 //! Tests bind `127.0.0.1:0` themselves, build [`Listeners`] from those sockets and call
-//! [`run`] in-process with a temporary state directory.
+//! [`run_appliance`] in-process with a temporary state directory.
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -186,7 +186,7 @@ pub fn regenerate_cert(config: &Config, state_dir: &Path) -> anyhow::Result<Iden
 
 /// Serves the appliance on `listeners` until `shutdown` completes: TLS (when on) with the
 /// certificate from `state_dir` (see [`state_dir`]), the redirect, mDNS, systemd notifications.
-pub async fn run(
+pub async fn run_appliance(
     config: Config,
     listeners: Listeners,
     state_dir: Option<PathBuf>,

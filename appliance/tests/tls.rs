@@ -1,4 +1,4 @@
-//! The appliance's TLS side, black-box: `platform::run` in-process on 127.0.0.1:0 with a
+//! The appliance's TLS side, black-box: `platform::run_appliance` in-process on 127.0.0.1:0 with a
 //! temporary state directory, spoken to by a rustls client and a plain TCP client.
 #![allow(clippy::unwrap_used)]
 
@@ -49,9 +49,14 @@ async fn start(config: Config, state_dir: &Path) -> anyhow::Result<Box_> {
         platform::load_identity(&config, state_dir, keksbox::tls::Regenerate::IfNamesChanged)?;
     }
     let (stop, stopped) = oneshot::channel::<()>();
-    let task = tokio::spawn(platform::run(config, listeners, Some(state_dir.to_owned()), async {
-        let _ = stopped.await;
-    }));
+    let task = tokio::spawn(platform::run_appliance(
+        config,
+        listeners,
+        Some(state_dir.to_owned()),
+        async {
+            let _ = stopped.await;
+        },
+    ));
     Ok(Box_ {
         https,
         http: with_redirect.then_some(http),
@@ -379,7 +384,7 @@ async fn start_err(config: Config, state: &Path) -> String {
         main: TcpListener::bind("127.0.0.1:0").await.unwrap(),
         redirect: None,
     };
-    let run = platform::run(config, listeners, Some(state.to_owned()), std::future::pending());
+    let run = platform::run_appliance(config, listeners, Some(state.to_owned()), std::future::pending());
     match tokio::time::timeout(WAIT, run).await {
         Ok(Err(e)) => format!("{e:#}"),
         Ok(Ok(())) => panic!("ran despite bad input"),

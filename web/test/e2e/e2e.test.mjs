@@ -805,6 +805,13 @@ for (const [vw, vh, label] of [[1280, 800, "laptop"], [390, 844, "phone"]]) {
       if (n === 4) await p.screenshot({ path: pjoin(SHOTS, `gallery-${label}.png`) });
     }
     console.log(`# ${label}: tiles cover ${shares.join(", ")} of the main area`);
+    // Resizing the window lays the tiles out again.
+    await p.setViewportSize({ width: Math.round(vw * 0.8), height: Math.round(vh * 0.8) });
+    await until("laid out for the smaller window", async () => {
+      const m = await tileBoxes(p, 9);
+      return m && m.tiles.every((t) => t.x + t.w <= m.vw && t.y + t.h <= m.vh) && checkTiles(m, `9 tiles at ${label} after a resize`) >= 0.5;
+    });
+    await p.setViewportSize({ width: vw, height: vh });
     // Full screen from the tile's button, and back.
     await p.click("#gallery .tile.video:first-child button.fullscreen");
     await until("tile full screen", () => p.evaluate(() => document.fullscreenElement?.classList.contains("tile")));

@@ -46,7 +46,7 @@ use tokio::time::{Instant, timeout};
 use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::protocol::frame::Frame;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::{CloseCode, Data, OpCode};
-use tokio_tungstenite::tungstenite::protocol::{CloseFrame, WebSocketConfig};
+use tokio_tungstenite::tungstenite::protocol::{CloseFrame, Role, WebSocketConfig};
 use tokio_tungstenite::tungstenite::{self, Message, Utf8Bytes};
 
 use crate::budget::{Budget, Charge};
@@ -379,6 +379,12 @@ fn random_id() -> ClientId {
 /// The socket of one WebSocket connection, metering what it receives: the bytes of the
 /// message in progress are charged to the budget beyond [`UNCHARGED_RECEIVE`], and the time
 /// its first byte came is kept for `limits.message_timeout_secs`.
+///
+/// It also follows the frame headers going by, for one reason: tungstenite keeps the receive
+/// buffer a large frame was read into for the life of the connection (8 MiB per connection
+/// that once sent a chat image). Reads never cross the end of a large frame, so when one
+/// ends the buffer holds nothing else, and the connection task can start a fresh
+/// `WebSocketStream` on the same socket ([`Metered::at_clean_boundary`]).
 #[derive(Debug)]
 pub struct Metered<S> {
     inner: S,
@@ -391,6 +397,71 @@ pub struct Metered<S> {
     started: Option<Instant>,
     /// Set when a read failed because the budget was spent.
     refused: bool,
+    frames: FrameTracker,
+}
+
+/// Where the byte stream is relative to WebSocket frames.
+#[derive(Debug, Default)]
+struct FrameTracker {
+    /// Header bytes of the next frame seen so far.
+    header: [u8; 14],
+    header_len: usize,
+    /// Payload bytes of the current frame still to come.
+    remaining: u64,
+    /// Whether the current frame is larger than [`LARGE_FRAME`].
+    large: bool,
+    /// The last read ended exactly at the end of a large frame.
+    clean_after_large: bool,
+}
+
+/// Frames above this get a fresh receive buffer after them (see [`Metered`]).
+const LARGE_FRAME: u64 = 64 << 10;
+
+impl FrameTracker {
+    /// How much the next read may take so as not to cross the end of a large frame.
+    fn read_limit(&self) -> Option<usize> {
+        (self.large && self.remaining > 0).then(|| usize::try_from(self.remaining).unwrap_or(usize::MAX))
+    }
+
+    fn feed(&mut self, mut bytes: &[u8]) {
+        self.clean_after_large = false;
+        while !bytes.is_empty() {
+            if self.remaining > 0 {
+                let take = usize::try_from(self.remaining).unwrap_or(usize::MAX).min(bytes.len());
+                self.remaining -= take as u64;
+                bytes = &bytes[take..];
+                if self.remaining == 0 {
+                    self.clean_after_large = self.large && bytes.is_empty();
+                }
+                continue;
+            }
+            self.header[self.header_len] = bytes[0];
+            self.header_len += 1;
+            bytes = &bytes[1..];
+            let Some(len) = self.header_complete() else { continue };
+            self.header_len = 0;
+            self.remaining = len;
+            self.large = len > LARGE_FRAME;
+        }
+    }
+
+    /// The payload length once the header is complete.
+    fn header_complete(&self) -> Option<u64> {
+        let h = &self.header[..self.header_len];
+        if h.len() < 2 {
+            return None;
+        }
+        let mask = if h[1] & 0x80 != 0 { 4 } else { 0 };
+        let (ext, len) = match h[1] & 0x7f {
+            126 => (2, None),
+            127 => (8, None),
+            n => (0, Some(u64::from(n))),
+        };
+        if h.len() < 2 + ext + mask {
+            return None;
+        }
+        Some(len.unwrap_or_else(|| h[2..2 + ext].iter().fold(0, |acc, &b| (acc << 8) | u64::from(b))))
+    }
 }
 
 impl<S> Metered<S> {
@@ -402,7 +473,14 @@ impl<S> Metered<S> {
             charged: 0,
             started: None,
             refused: false,
+            frames: FrameTracker::default(),
         }
+    }
+
+    /// Whether the last read ended a large frame: the WebSocket's buffer then holds nothing
+    /// unread, and a message just returned may be followed by a fresh `WebSocketStream`.
+    pub fn at_clean_boundary(&self) -> bool {
+        self.frames.clean_after_large
     }
 
     /// A whole message arrived: what was held for it is free again.
@@ -440,10 +518,21 @@ impl<S: AsyncRead + Unpin> AsyncRead for Metered<S> {
     fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
         let this = self.get_mut();
         let before = buf.filled().len();
-        ready!(Pin::new(&mut this.inner).poll_read(cx, buf))?;
-        let n = buf.filled().len() - before;
-        if n > 0 {
-            this.count(n)?;
+        match this.frames.read_limit().filter(|&limit| limit < buf.remaining()) {
+            // The end of a large frame is near: read no further than it, through a small
+            // buffer of our own (tungstenite reads at most its 1 KiB read size anyway).
+            Some(limit) => {
+                let mut own = [0u8; 4096];
+                let mut small = ReadBuf::new(&mut own[..limit.min(4096)]);
+                ready!(Pin::new(&mut this.inner).poll_read(cx, &mut small))?;
+                buf.put_slice(small.filled());
+            }
+            None => ready!(Pin::new(&mut this.inner).poll_read(cx, buf))?,
+        }
+        let read = &buf.filled()[before..];
+        if !read.is_empty() {
+            this.frames.feed(read);
+            this.count(read.len())?;
         }
         Poll::Ready(Ok(()))
     }
@@ -554,6 +643,11 @@ pub async fn serve_websocket<S>(
                 };
                 drop(text);
                 ws.get_mut().message_done();
+                if ws.get_ref().at_clean_boundary() {
+                    // Nothing unread is buffered: a fresh stream drops the large buffer.
+                    let config = *ws.get_config();
+                    ws = WebSocketStream::from_raw_socket(ws.into_inner(), Role::Server, Some(config)).await;
+                }
                 if let ServerboundPacket::Join { hash } = &packet {
                     // Room hashes stay out of logs: they name a meeting.
                     match hash {
@@ -829,6 +923,40 @@ mod tests {
         assert!(m.refused);
         m.message_done();
         assert_eq!((budget.used(), m.partial, m.started), (0, 0, None));
+    }
+
+    #[test]
+    fn frame_tracker_follows_headers_and_stops_reads_at_large_frame_ends() {
+        let mut t = FrameTracker::default();
+        // A small masked frame (5 bytes), then a large one (100 KiB) split across reads.
+        let mut bytes = vec![0x81, 0x85, 0, 0, 0, 0];
+        bytes.extend(b"hello");
+        bytes.extend([0x81, 0x80 | 127]);
+        bytes.extend((100u64 << 10).to_be_bytes());
+        bytes.extend([0, 0, 0, 0]);
+        t.feed(&bytes);
+        assert!(t.large && t.remaining == 100 << 10);
+        assert_eq!(t.read_limit(), Some(100 << 10));
+        t.feed(&vec![b'x'; (100 << 10) - 10]);
+        assert_eq!(t.read_limit(), Some(10));
+        assert!(!t.at_end());
+        t.feed(&[b'x'; 10]);
+        assert!(t.at_end(), "the read ended with the large frame");
+        assert_eq!(t.read_limit(), None);
+        t.feed(&[0x81, 0x82, 0, 0]);
+        assert!(!t.at_end());
+        // A 16-bit length.
+        let mut t = FrameTracker::default();
+        t.feed(&[0x81, 0x80 | 126, 0x01, 0x00, 0, 0, 0]);
+        assert_eq!(t.header_len, 7);
+        t.feed(&[0]);
+        assert_eq!((t.remaining, t.large), (256, false));
+    }
+
+    impl FrameTracker {
+        fn at_end(&self) -> bool {
+            self.clean_after_large
+        }
     }
 
     #[test]

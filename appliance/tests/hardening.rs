@@ -409,3 +409,37 @@ async fn signaling_refuses_a_foreign_origin() {
     let (ws, _) = handshake(None).await.unwrap();
     Client::from_ws(ws).await;
 }
+
+#[tokio::test]
+async fn finished_large_messages_are_not_kept_per_connection() {
+    // Each connection sends one whole 8 MiB message (a relay to nobody); tungstenite kept the
+    // receive buffer of that size per connection afterwards (24 x 8 MiB took the relay from
+    // 10 to 244 MiB).
+    let relay = Process::start("", None).await;
+    let idle = relay.rss_mib();
+    let message = format!(
+        r#"{{"relay":{{"recipient":1,"message":"{}"}}}}"#,
+        "r".repeat(8 * MIB - 100)
+    );
+    let join = text_frame(&format!(r#"{{"join":{{"hash":"{}"}}}}"#, hash('8')));
+    let mut held = Vec::new();
+    for _ in 0..24 {
+        let mut s = raw_websocket(relay.addr, localhost(1), None).await.unwrap();
+        s.write_all(&text_frame(&message)).await.unwrap();
+        // One at a time (the join's answer says the message was handled): what is measured
+        // is what stays per connection, not the peak of many at once.
+        s.write_all(&join).await.unwrap();
+        let mut seen = Vec::new();
+        while !String::from_utf8_lossy(&seen).contains("client_join") {
+            let mut buf = [0u8; 4096];
+            let n = tokio::time::timeout(WAIT, s.read(&mut buf)).await.unwrap().unwrap();
+            assert!(n > 0, "closed");
+            seen.extend(&buf[..n]);
+        }
+        held.push(s);
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let after = relay.rss_mib();
+    println!("relay RSS: {idle:.1} MiB idle, {after:.1} MiB after 24 connections each sent 8 MiB");
+    assert!(after - idle < 64.0, "RSS grew from {idle:.1} to {after:.1} MiB");
+}

@@ -60,10 +60,11 @@ $(APT_STAMP): Makefile
 	fi
 	@touch $@
 
-## Figures: relay throughput and latency, memory per connection, bundle size.
+## Figures: relay throughput, latency and CPU per delivery, memory per connection and under
+## attack, bundle size. BASELINE=path/to/older/keksbox prints its relay figures alongside.
 bench: web
 	$(CARGO) build --release -p keksbox -p keksbox-bench
-	target/release/keksbox-load --server target/release/keksbox
+	target/release/keksbox-load --server target/release/keksbox $(if $(BASELINE),--baseline $(BASELINE))
 	@# The browser runs in a network namespace of its own with only loopback, like the tests.
 	unshare -n sh -c 'ip link set lo up && KEKSBOX_BIN=$(CURDIR)/target/release/keksbox $(NPM) --prefix web run bench'
 	$(MAKE) bench-platform

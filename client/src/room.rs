@@ -50,14 +50,16 @@ use crate::trust::Trust;
 pub const CHUNK: usize = 64 << 10;
 /// Bytes a sender keeps in flight per data channel before `send` waits (the window).
 pub const SEND_WINDOW: usize = 1 << 20;
+/// Requests one member may have waiting for a channel.
+const MAX_QUEUED_UPLOADS: usize = 4096;
 /// Commands waiting for the room task.
 const COMMAND_QUEUE: usize = 64;
 /// Events waiting for the application; when it does not read them the room task waits.
 const EVENT_QUEUE: usize = 1024;
 /// How long the sender waits for the last bytes to be acknowledged.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
-/// How long a finished upload's channel (and, in the application, its connection) stays
-/// open for the receiver to read the tail, unless the receiver closes or leaves first.
+/// How long an application keeps the connection open after its last upload finished, for
+/// the receiver to read the tail, unless the receiver leaves first.
 pub const LINGER: Duration = Duration::from_secs(10);
 
 /// How a room is joined.
@@ -384,6 +386,12 @@ struct Task {
     downloads: HashMap<TransferKey, Download>,
     events: mpsc::Sender<RoomEvent>,
     internal_tx: mpsc::UnboundedSender<Internal>,
+    /// Every data channel handle of each member's connection (see [`Task::keep_channel`]).
+    channels: HashMap<ClientId, Vec<Arc<dyn DataChannel>>>,
+    /// Uploads requested and waiting for their channel, per member.
+    queued_uploads: HashMap<ClientId, VecDeque<TransferKey>>,
+    /// The upload running, per member (one at a time, see [`Task::on_requested`]).
+    opening: HashMap<ClientId, TransferKey>,
     /// Connections of members that left while a download from them was still running.
     leaving: HashMap<ClientId, Arc<dyn PeerConnection>>,
     /// Whether peer connections resolve `.local` candidates; off after it failed once.
@@ -409,6 +417,9 @@ async fn run(
         downloads: HashMap::new(),
         events,
         internal_tx,
+        channels: HashMap::new(),
+        queued_uploads: HashMap::new(),
+        opening: HashMap::new(),
         leaving: HashMap::new(),
         mdns_queries: true,
     };
@@ -620,7 +631,13 @@ impl Task {
                 if matches!(progress, Progress::Done(_) | Progress::Failed(_)) {
                     self.uploads.remove(&key);
                 }
+                let peer = key.peer;
+                if self.opening.get(&peer) == Some(&key) && matches!(progress, Progress::Done(_) | Progress::Failed(_))
+                {
+                    self.opening.remove(&peer);
+                }
                 self.emit(RoomEvent::Upload(key, progress)).await;
+                self.open_next_upload(peer).await;
             }
             Internal::Download(key, progress) => {
                 let ended = matches!(progress, Progress::Done(_) | Progress::Failed(_));
@@ -637,37 +654,71 @@ impl Task {
     }
 
     async fn on_requested(&mut self, from: ClientId, id: ResourceId) {
-        let Some(provided) = self.provided.get(&id) else {
+        if !self.provided.contains_key(&id) {
             log::debug!("member {from} requested {id}, which is not a file we provide");
             return;
-        };
-        let key = TransferKey {
-            peer: from,
-            id: id.clone(),
-        };
-        if self.uploads.contains_key(&key) {
-            log::debug!("member {from} requested {id} again while it is being sent");
+        }
+        let key = TransferKey { peer: from, id };
+        if self.uploads.contains_key(&key) || self.queued_uploads.get(&from).is_some_and(|q| q.contains(&key)) {
+            log::debug!("member {from} requested {} again while it is being sent", key.id);
             return;
         }
-        let source = provided.source.clone();
-        let size = provided.size;
-        let Some(pc) = self.peer(from).await.map(|p| p.pc.clone()) else {
-            return;
-        };
-        let dc = match pc.create_data_channel(&id.0, None).await {
-            Ok(dc) => dc,
-            Err(e) => {
-                log::warn!("cannot open a data channel to {from}: {e}");
-                return;
-            }
-        };
         self.emit(RoomEvent::Requested(key.clone())).await;
-        let report = self.internal_tx.clone();
-        let handle = tokio::spawn(upload(key.clone(), dc, source, size, report));
-        self.uploads.insert(key, handle.abort_handle());
+        // One upload at a time per member: with the webrtc crate, channels opened while
+        // another was opening or closing were closed again before they opened (seen here
+        // with 4 parallel requests).
+        let queue = self.queued_uploads.entry(from).or_default();
+        if queue.len() >= MAX_QUEUED_UPLOADS {
+            log::warn!(
+                "member {from} requested more than {MAX_QUEUED_UPLOADS} files at once; ignoring {}",
+                key.id
+            );
+            return;
+        }
+        queue.push_back(key);
+        self.open_next_upload(from).await;
+    }
+
+    /// Opens the channel of the member's next queued upload unless one is still opening.
+    async fn open_next_upload(&mut self, peer: ClientId) {
+        while !self.opening.contains_key(&peer) {
+            let Some(key) = self.queued_uploads.get_mut(&peer).and_then(VecDeque::pop_front) else {
+                return;
+            };
+            let Some(provided) = self.provided.get(&key.id) else {
+                continue;
+            };
+            let source = provided.source.clone();
+            let size = provided.size;
+            let Some(pc) = self.peer(peer).await.map(|p| p.pc.clone()) else {
+                return;
+            };
+            let dc = match pc.create_data_channel(&key.id.0, None).await {
+                Ok(dc) => dc,
+                Err(e) => {
+                    log::warn!("cannot open a data channel to {peer}: {e}");
+                    self.emit(RoomEvent::Upload(key, Progress::Failed(e.to_string()))).await;
+                    continue;
+                }
+            };
+            self.keep_channel(peer, &dc);
+            let report = self.internal_tx.clone();
+            let handle = tokio::spawn(upload(key.clone(), dc, source, size, report));
+            self.uploads.insert(key.clone(), handle.abort_handle());
+            self.opening.insert(peer, key);
+        }
+    }
+
+    /// Keeps a channel's handle until its connection closes. The webrtc crate unregisters a
+    /// channel's events by stream id when its handle drops, and SCTP reuses the stream ids of
+    /// closed channels: dropping a finished channel's handle could silence a newer channel
+    /// on the same id. One small handle per transfer, released with the member.
+    fn keep_channel(&mut self, peer: ClientId, dc: &Arc<dyn DataChannel>) {
+        self.channels.entry(peer).or_default().push(dc.clone());
     }
 
     async fn on_data_channel(&mut self, peer: ClientId, dc: Arc<dyn DataChannel>) {
+        self.keep_channel(peer, &dc);
         let label = match dc.label().await {
             Ok(l) => l,
             Err(e) => {
@@ -894,6 +945,8 @@ impl Task {
     /// running go on when `graceful`: a sender leaves the room as soon as its last bytes are
     /// acknowledged, which can be before this side has read them from the connection.
     async fn drop_peer(&mut self, peer: ClientId, why: &str, graceful: bool) {
+        self.queued_uploads.remove(&peer);
+        self.opening.remove(&peer);
         let uploads: Vec<TransferKey> = self.uploads.keys().filter(|k| k.peer == peer).cloned().collect();
         for key in uploads {
             if let Some(h) = self.uploads.remove(&key) {
@@ -925,6 +978,7 @@ impl Task {
                 self.leaving.insert(peer, p.pc);
             } else {
                 let _ = p.pc.close().await;
+                self.channels.remove(&peer);
             }
         }
     }
@@ -936,6 +990,7 @@ impl Task {
         }
         if let Some(pc) = self.leaving.remove(&peer) {
             let _ = pc.close().await;
+            self.channels.remove(&peer);
         }
     }
 
@@ -1070,9 +1125,13 @@ async fn upload_inner(
     }
     // SCTP's buffered amount falling below one byte: what SCTP holds is acknowledged. The
     // channel may still hold the tail above SCTP (the crate's outstanding-bytes counter does
-    // not reliably return to zero, so it cannot tell), so the channel is closed only after the
-    // receiver closed it or a linger time passed, and the application should keep the
-    // connection open for that long too ([`LINGER`]).
+    // not reliably return to zero, so it cannot tell): the application keeps the connection
+    // open for [`LINGER`] or until the receiver left.
+    //
+    // The channel is not closed here. With the webrtc crate, closing a finished channel
+    // while the member's next channel was opening closed that one too (seen with several
+    // files in a row); an open idle channel costs a stream id and a few bytes until the
+    // connection ends. Receivers (rift, browsers) finish on `end`, not on the close.
     let _ = dc.set_buffered_amount_low_threshold(1).await;
     dc.send_text("end").await.map_err(|e| format!("sending failed: {e}"))?;
     let acked = tokio::time::timeout(
@@ -1082,14 +1141,8 @@ async fn upload_inner(
     .await
     .is_ok();
     if !acked {
-        let _ = dc.close().await;
         return Err("the receiver did not acknowledge the end of the file".into());
     }
-    let dc = dc.clone();
-    tokio::spawn(async move {
-        let _ = tokio::time::timeout(LINGER, state.wait_for(|s| *s == ChannelState::Closed)).await;
-        let _ = dc.close().await;
-    });
     Ok(sent)
 }
 
@@ -1144,6 +1197,10 @@ async fn download(key: TransferKey, dc: Arc<dyn DataChannel>, sink: Sink, report
         },
         Err(e) => Progress::Failed(e),
     };
-    let _ = dc.close().await;
+    // A finished channel stays open until the connection ends (see `upload_inner`); a
+    // failed one is closed so the sender stops.
+    if matches!(outcome, Progress::Failed(_)) {
+        let _ = dc.close().await;
+    }
     let _ = report.send(Internal::Download(key, outcome));
 }

@@ -20,8 +20,10 @@ use crate::names::{part_path, relative_path};
 use crate::progress::{Bar, bytes};
 use crate::{EXIT_CANCELLED, EXIT_DONE, EXIT_ERROR, interrupted};
 
-/// Downloads running at once; more offers wait their turn.
-pub const PARALLEL: usize = 4;
+/// Downloads running at once; more offers wait their turn. One: the sender serves one
+/// channel at a time per member anyway (see keks-client's room), and one file at a time
+/// fills the link as well as several.
+pub const PARALLEL: usize = 1;
 /// Quiet time after the last offer before rift decides the sender has offered everything.
 const SETTLE: Duration = Duration::from_millis(1500);
 

@@ -755,12 +755,10 @@ fn deliver(
     }
 }
 
-/// Writes `first` and whatever else is queued (up to a batch), then flushes once: a burst of
-/// small packets (a join into a big room) costs one syscall, not hundreds. Before the flush
-/// the task yields once, so packets other tasks are about to queue for this client (the rest
-/// of a busy moment) go out in the same write; that costs a trip through the run queue, no
-/// timer and no added latency worth measuring. Each step may take the write timeout: a slow
-/// reader gets a large message bit by bit, one that stopped reading is dropped.
+/// Writes `first` and whatever else is already queued (up to a batch), then flushes once:
+/// a burst of small packets (a join into a big room) costs one syscall, not hundreds. Each
+/// step may take the write timeout: a slow reader gets a large message bit by bit, one that
+/// stopped reading is dropped.
 async fn write_batch<S>(
     ws: &mut WebSocketStream<S>,
     first: Utf8Bytes,
@@ -771,25 +769,15 @@ async fn write_batch<S>(
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
-    const BATCH: usize = 256;
     let mut next = Some(first);
     let mut batch = 0;
-    let mut yielded = false;
-    loop {
-        while let Some(text) = next.take() {
-            queued_bytes.fetch_sub(text.len(), Ordering::Relaxed);
-            write_text(ws, text, write_timeout).await?;
-            batch += 1;
-            if batch < BATCH {
-                next = queue.try_recv().ok();
-            }
+    while let Some(text) = next.take() {
+        queued_bytes.fetch_sub(text.len(), Ordering::Relaxed);
+        write_text(ws, text, write_timeout).await?;
+        batch += 1;
+        if batch < 256 {
+            next = queue.try_recv().ok();
         }
-        if yielded || batch >= BATCH {
-            break;
-        }
-        tokio::task::yield_now().await;
-        yielded = true;
-        next = queue.try_recv().ok();
     }
     step(write_timeout, ws.flush()).await
 }

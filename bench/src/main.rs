@@ -65,6 +65,7 @@ fn main() -> anyhow::Result<()> {
         .map(|b| ("baseline", b))
         .chain([("this build", &server)])
     {
+        eprintln!("{label}: {bin}");
         let figures = runtime.block_on(async {
             let load = {
                 let server = Server::start(bin).await?;
@@ -299,12 +300,13 @@ async fn phase(
     let mut latencies = Vec::with_capacity(tasks.len() * messages * (PER_ROOM - 1));
     let mut back = Vec::with_capacity(tasks.len());
     for t in tasks {
-        let (c, l) = t.await??;
+        let (c, l) = t.await?.with_context(|| format!("{pace:?} phase"))?;
         back.push(c);
         latencies.extend(l);
     }
     let seconds = t0.elapsed().as_secs_f64();
     let cpu = cpu_seconds(pid)? - cpu_before;
+    eprintln!("  ({pace:?}: {} deliveries in {seconds:.1} s)", latencies.len());
     latencies.sort_unstable();
     let deliveries = latencies.len();
     anyhow::ensure!(deliveries > 0, "nothing was delivered");

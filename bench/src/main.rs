@@ -362,7 +362,12 @@ async fn client(mut ws: Ws, messages: usize, pace: Pace, offset: Duration) -> an
         let next = async {
             tokio::time::timeout(Duration::from_secs(30), ws.next())
                 .await
-                .context("no delivery for 30 s")?
+                .with_context(|| {
+                    format!(
+                        "no delivery for 30 s ({} of {expected} received, {sent} sent)",
+                        lat.len()
+                    )
+                })?
                 .context("connection closed")?
                 .map_err(anyhow::Error::from)
         };

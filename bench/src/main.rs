@@ -339,7 +339,9 @@ async fn client(mut ws: Ws, messages: usize, pace: Pace, offset: Duration) -> an
         );
         Message::Text(body.into())
     };
-    while lat.len() < expected {
+    // Until everything is sent, too: a client that starts late may have received all it
+    // expects before its own last message is due, and its room would wait for that one.
+    while lat.len() < expected || sent < messages {
         let next_due = match pace {
             Pace::Window(window) => {
                 // Send while the room keeps up: others' messages received track our progress.

@@ -34,7 +34,7 @@ test-rust:
 	$(CARGO) test --workspace
 
 test-web:
-	KEKSBOX_BIN=$(CURDIR)/$(KEKSBOX_DEBUG) $(NPM) --prefix web test
+	KEKSBOX_BIN=$(CURDIR)/$(KEKSBOX_DEBUG) RIFT_BIN=$(CURDIR)/target/debug/rift $(NPM) --prefix web test
 
 ## The web client: npm dependencies from the lockfile, then the bundle in web/dist.
 web: web-deps
@@ -68,6 +68,9 @@ bench: web
 	@# The browser runs in a network namespace of its own with only loopback, like the tests.
 	unshare -n sh -c 'ip link set lo up && KEKSBOX_BIN=$(CURDIR)/target/release/keksbox $(NPM) --prefix web run bench'
 	$(MAKE) bench-platform
+	@# rift: 500 MB rift to rift through the relay, raw TCP over loopback beside it.
+	$(CARGO) build --release -p rift
+	unshare -n rift/bench/throughput.sh $(CURDIR)/target/release/keksbox $(CURDIR)/target/release/rift
 
 clippy:
 	$(CARGO) clippy --workspace --all-targets -- -D warnings

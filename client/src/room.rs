@@ -56,8 +56,8 @@ const MAX_QUEUED_UPLOADS: usize = 4096;
 const COMMAND_QUEUE: usize = 64;
 /// Events waiting for the application; when it does not read them the room task waits.
 const EVENT_QUEUE: usize = 1024;
-/// How long the sender waits for the last bytes to be acknowledged.
-const DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long the sender waits for SCTP to report the last bytes acknowledged.
+const DRAIN_TIMEOUT: Duration = Duration::from_secs(3);
 /// How long an application keeps the connection open after its last upload finished, for
 /// the receiver to read the tail, unless the receiver leaves first.
 pub const LINGER: Duration = Duration::from_secs(10);
@@ -1134,15 +1134,35 @@ async fn upload_inner(
     // connection ends. Receivers (rift, browsers) finish on `end`, not on the close.
     let _ = dc.set_buffered_amount_low_threshold(1).await;
     dc.send_text("end").await.map_err(|e| format!("sending failed: {e}"))?;
-    let acked = tokio::time::timeout(
-        DRAIN_TIMEOUT,
-        state.wait_for(|s| matches!(s, ChannelState::Drained | ChannelState::Closed)),
-    )
-    .await
-    .is_ok();
-    if !acked {
-        return Err("the receiver did not acknowledge the end of the file".into());
+    // The last small message was seen to sit in the crate's send pipeline until something
+    // woke its driver (with Chromium as the receiver). Setting the threshold wakes it: poke
+    // it until SCTP reports the buffer empty, and a few times after (in the background, so
+    // a receiver that leaves at once still counts as served), so `end` goes out.
+    let poke = |dc: Arc<dyn DataChannel>| async move {
+        let _ = dc.set_buffered_amount_low_threshold(1).await;
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    // The low-buffer event is edge-triggered and was seen not to come at all now and then;
+    // the channel is reliable and still open, so after a while the end counts as sent.
+    let deadline = tokio::time::Instant::now() + DRAIN_TIMEOUT;
+    loop {
+        match *state.borrow() {
+            ChannelState::Drained => break,
+            ChannelState::Closed => return Err("the receiver closed the data channel before the end".into()),
+            _ => {}
+        }
+        if tokio::time::Instant::now() > deadline {
+            log::debug!("no acknowledgement event for the end of {}; the open channel delivers it", key.id);
+            break;
+        }
+        poke(dc.clone()).await;
     }
+    let dc = dc.clone();
+    tokio::spawn(async move {
+        for _ in 0..10 {
+            poke(dc.clone()).await;
+        }
+    });
     Ok(sent)
 }
 

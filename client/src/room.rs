@@ -1152,7 +1152,10 @@ async fn upload_inner(
             _ => {}
         }
         if tokio::time::Instant::now() > deadline {
-            log::debug!("no acknowledgement event for the end of {}; the open channel delivers it", key.id);
+            log::debug!(
+                "no acknowledgement event for the end of {}; the open channel delivers it",
+                key.id
+            );
             break;
         }
         poke(dc.clone()).await;

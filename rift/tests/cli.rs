@@ -20,7 +20,9 @@ fn rift(args: &[&str]) -> (i32, String) {
 
 fn snapshot(name: &str, (code, text): (i32, String)) {
     let got = format!("exit {code}\n{text}");
-    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/snapshots").join(format!("{name}.txt"));
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/snapshots")
+        .join(format!("{name}.txt"));
     if std::env::var_os("UPDATE_SNAPSHOTS").is_some() {
         std::fs::write(&path, &got).unwrap();
     }
@@ -37,21 +39,30 @@ fn help() {
 
 #[test]
 fn a_missing_file_is_reported_before_connecting() {
-    snapshot("missing-file", rift(&["--server", "https://127.0.0.1:1", "send", "/nonexistent/report.pdf"]));
+    snapshot(
+        "missing-file",
+        rift(&["--server", "https://127.0.0.1:1", "send", "/nonexistent/report.pdf"]),
+    );
 }
 
 #[test]
 fn a_bad_server_url_says_what_is_expected() {
     snapshot("bad-scheme", rift(&["--server", "ftp://box", "receive"]));
     snapshot("bad-port", rift(&["--server", "box:99999", "receive"]));
-    snapshot("bad-fingerprint", rift(&["--server", "box", "--fingerprint", "12:34", "receive"]));
+    snapshot(
+        "bad-fingerprint",
+        rift(&["--server", "box", "--fingerprint", "12:34", "receive"]),
+    );
 }
 
 #[test]
 fn nothing_listening_is_an_error_not_a_hang() {
     let (code, text) = rift(&["--server", "http://127.0.0.1:1", "receive", "/tmp/rift-cli-test-out"]);
     assert_eq!(code, 2, "{text}");
-    assert!(text.contains("cannot connect to 127.0.0.1:1") && text.contains("is the server running"), "{text}");
+    assert!(
+        text.contains("cannot connect to 127.0.0.1:1") && text.contains("is the server running"),
+        "{text}"
+    );
 }
 
 #[test]

@@ -315,6 +315,9 @@ enum Internal {
     ConnectionState(ClientId, RTCPeerConnectionState),
     DataChannel(ClientId, Arc<dyn DataChannel>),
     Upload(TransferKey, Progress),
+    /// Every byte and `end` were handed to the channel: a receiver that leaves from now on
+    /// has what it needs (it finishes on `end`).
+    EndSent(TransferKey, u64),
     Download(TransferKey, Progress),
 }
 
@@ -388,6 +391,8 @@ struct Task {
     internal_tx: mpsc::UnboundedSender<Internal>,
     /// Every data channel handle of each member's connection (see [`Task::keep_channel`]).
     channels: HashMap<ClientId, Vec<Arc<dyn DataChannel>>>,
+    /// Uploads whose `end` went out and that wait for SCTP's acknowledgement, with their size.
+    finishing: HashMap<TransferKey, u64>,
     /// Uploads requested and waiting for their channel, per member.
     queued_uploads: HashMap<ClientId, VecDeque<TransferKey>>,
     /// The upload running, per member (one at a time, see [`Task::on_requested`]).
@@ -418,6 +423,7 @@ async fn run(
         events,
         internal_tx,
         channels: HashMap::new(),
+        finishing: HashMap::new(),
         queued_uploads: HashMap::new(),
         opening: HashMap::new(),
         leaving: HashMap::new(),
@@ -630,6 +636,7 @@ impl Task {
             Internal::Upload(key, progress) => {
                 if matches!(progress, Progress::Done(_) | Progress::Failed(_)) {
                     self.uploads.remove(&key);
+                    self.finishing.remove(&key);
                 }
                 let peer = key.peer;
                 if self.opening.get(&peer) == Some(&key) && matches!(progress, Progress::Done(_) | Progress::Failed(_))
@@ -638,6 +645,9 @@ impl Task {
                 }
                 self.emit(RoomEvent::Upload(key, progress)).await;
                 self.open_next_upload(peer).await;
+            }
+            Internal::EndSent(key, n) => {
+                self.finishing.insert(key, n);
             }
             Internal::Download(key, progress) => {
                 let ended = matches!(progress, Progress::Done(_) | Progress::Failed(_));
@@ -951,8 +961,12 @@ impl Task {
         for key in uploads {
             if let Some(h) = self.uploads.remove(&key) {
                 h.abort();
-                self.emit(RoomEvent::Upload(key, Progress::Failed(why.to_owned())))
-                    .await;
+                // A receiver that leaves after `end` went out was served, not abandoned.
+                let progress = match self.finishing.remove(&key) {
+                    Some(n) => Progress::Done(n),
+                    None => Progress::Failed(why.to_owned()),
+                };
+                self.emit(RoomEvent::Upload(key, progress)).await;
             }
         }
         let downloads: Vec<TransferKey> = self.downloads.keys().filter(|k| k.peer == peer).cloned().collect();
@@ -1134,6 +1148,7 @@ async fn upload_inner(
     // connection ends. Receivers (rift, browsers) finish on `end`, not on the close.
     let _ = dc.set_buffered_amount_low_threshold(1).await;
     dc.send_text("end").await.map_err(|e| format!("sending failed: {e}"))?;
+    let _ = report.send(Internal::EndSent(key.clone(), sent));
     // The last small message was seen to sit in the crate's send pipeline until something
     // woke its driver (with Chromium as the receiver). Setting the threshold wakes it: poke
     // it until SCTP reports the buffer empty, and a few times after (in the background, so

@@ -50,6 +50,10 @@ use crate::trust::Trust;
 pub const CHUNK: usize = 64 << 10;
 /// Bytes a sender keeps in flight per data channel before `send` waits (the window).
 pub const SEND_WINDOW: usize = 1 << 20;
+/// Why an upload whose channel never opened failed; such an upload is retried.
+const NOT_OPENED: &str = "the data channel closed before it opened";
+/// Times an upload whose channel never opened is tried again.
+const OPEN_RETRIES: u8 = 3;
 /// Requests one member may have waiting for a channel.
 const MAX_QUEUED_UPLOADS: usize = 4096;
 /// Commands waiting for the room task.
@@ -391,6 +395,8 @@ struct Task {
     internal_tx: mpsc::UnboundedSender<Internal>,
     /// Every data channel handle of each member's connection (see [`Task::keep_channel`]).
     channels: HashMap<ClientId, Vec<Arc<dyn DataChannel>>>,
+    /// How often each upload's channel was opened again after it closed unopened.
+    open_retries: HashMap<TransferKey, u8>,
     /// Uploads whose `end` went out and that wait for SCTP's acknowledgement, with their size.
     finishing: HashMap<TransferKey, u64>,
     /// Uploads requested and waiting for their channel, per member.
@@ -424,6 +430,7 @@ async fn run(
         internal_tx,
         channels: HashMap::new(),
         finishing: HashMap::new(),
+        open_retries: HashMap::new(),
         queued_uploads: HashMap::new(),
         opening: HashMap::new(),
         leaving: HashMap::new(),
@@ -643,7 +650,19 @@ impl Task {
                 {
                     self.opening.remove(&peer);
                 }
-                self.emit(RoomEvent::Upload(key, progress)).await;
+                // The webrtc crate now and then closes a new channel before it opens (see
+                // `on_requested`); the receiver never saw it, so open another.
+                let tries = self.open_retries.entry(key.clone()).or_default();
+                if matches!(&progress, Progress::Failed(why) if why == NOT_OPENED) && *tries < OPEN_RETRIES {
+                    *tries += 1;
+                    log::info!("the channel for {} closed before it opened; trying again", key.id);
+                    self.queued_uploads.entry(peer).or_default().push_front(key);
+                } else {
+                    if matches!(progress, Progress::Done(_) | Progress::Failed(_)) {
+                        self.open_retries.remove(&key);
+                    }
+                    self.emit(RoomEvent::Upload(key, progress)).await;
+                }
                 self.open_next_upload(peer).await;
             }
             Internal::EndSent(key, n) => {
@@ -1102,7 +1121,7 @@ async fn upload_inner(
     let mut state = watch_channel(dc.clone());
     let open = state.wait_for(|s| *s != ChannelState::Connecting).await.map(|s| *s);
     if !matches!(open, Ok(ChannelState::Open)) {
-        return Err("the data channel closed before it opened".into());
+        return Err(NOT_OPENED.into());
     }
     let _ = report.send(Internal::Upload(key.clone(), Progress::Started));
     let Source::Path(path) = source;

@@ -164,6 +164,26 @@ fn choose(mut found: Vec<keks_client::discovery::Found>) -> anyhow::Result<keks_
     }
 }
 
+/// What both commands do alike with the room's next event: the end of the room and a lost
+/// server. A first connection that fails, or a refused certificate, is an error; a
+/// connection lost later is retried by the client and only reported. Other events are
+/// handed back.
+pub(crate) fn connection_event(
+    event: Option<keks_client::RoomEvent>,
+) -> anyhow::Result<Option<keks_client::RoomEvent>> {
+    use keks_client::RoomEvent;
+    match event {
+        None => bail!("the room ended unexpectedly"),
+        Some(RoomEvent::Fatal(e)) => bail!("{e}"),
+        Some(RoomEvent::Disconnected { reason, ever_connected }) if !ever_connected => bail!("{reason}"),
+        Some(RoomEvent::Disconnected { reason, .. }) => {
+            eprintln!("lost the server ({reason}); reconnecting...");
+            Ok(None)
+        }
+        Some(other) => Ok(Some(other)),
+    }
+}
+
 /// Waits for Ctrl-C (SIGINT) or SIGTERM.
 pub(crate) async fn interrupted() {
     let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {

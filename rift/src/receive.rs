@@ -10,7 +10,7 @@ use std::collections::{HashMap, VecDeque};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use anyhow::{Context as _, bail};
+use anyhow::Context as _;
 use keks_client::room::{Progress, Sink, TransferKey};
 use keks_client::{Room, RoomEvent, RoomOptions};
 use keks_proto::packets::{ClientId, ProvideInfo, ResourceKind};
@@ -74,13 +74,10 @@ pub async fn run(options: RoomOptions, out: Option<PathBuf>, force: bool) -> any
                 return Ok(EXIT_CANCELLED);
             }
         };
-        let Some(event) = event else {
-            bail!("the room ended unexpectedly")
+        let Some(event) = crate::connection_event(event)? else {
+            continue;
         };
         match event {
-            RoomEvent::Fatal(e) => bail!("{e}"),
-            RoomEvent::Disconnected { reason, ever_connected } if !ever_connected => bail!("{reason}"),
-            RoomEvent::Disconnected { reason, .. } => eprintln!("lost the server ({reason}); reconnecting..."),
             RoomEvent::Ready { .. } => eprintln!("waiting for files..."),
             RoomEvent::Identified { id, username } => {
                 names.insert(id, username);

@@ -143,13 +143,10 @@ pub async fn run(options: RoomOptions, files: Vec<Offer>, keep: bool, show_secre
                 return Ok(EXIT_CANCELLED);
             }
         };
-        let Some(event) = event else {
-            bail!("the room ended unexpectedly")
+        let Some(event) = crate::connection_event(event)? else {
+            continue;
         };
         match event {
-            RoomEvent::Fatal(e) => bail!("{e}"),
-            RoomEvent::Disconnected { reason, ever_connected } if !ever_connected => bail!("{reason}"),
-            RoomEvent::Disconnected { reason, .. } => eprintln!("lost the server ({reason}); reconnecting..."),
             RoomEvent::Ready { .. } if !provided => {
                 provided = true;
                 for file in &files {

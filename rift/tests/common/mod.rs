@@ -18,19 +18,26 @@ pub fn netns(test: &str) -> bool {
         return true;
     }
     let exe = std::env::current_exe().unwrap();
-    let status = Command::new("unshare")
-        .args([
-            "-n",
-            "sh",
-            "-c",
-            r#"ip link set lo up && exec "$0" --exact "$1" --nocapture --test-threads=1"#,
-        ])
-        .arg(&exe)
-        .arg(test)
-        .env(INSIDE, "1")
-        .status()
-        .expect("unshare (util-linux) is needed; the tests run as root to make network namespaces");
-    assert!(status.success(), "{test} failed inside its network namespace");
+    let run = || {
+        Command::new("unshare")
+            .args([
+                "-n",
+                "sh",
+                "-c",
+                r#"ip link set lo up && exec "$0" --exact "$1" --nocapture --test-threads=1"#,
+            ])
+            .arg(&exe)
+            .arg(test)
+            .env(INSIDE, "1")
+            .status()
+            .expect("unshare (util-linux) is needed; the tests run as root to make network namespaces")
+    };
+    // One retry, said loudly: the webrtc crate now and then closes a new data channel before
+    // it opens (issue 7's note), which hangs a transfer. A second failure fails the test.
+    if !run().success() {
+        eprintln!("RETRYING {test}: it failed once (known webrtc channel-open flake, see issue 7)");
+        assert!(run().success(), "{test} failed twice inside its network namespace");
+    }
     false
 }
 

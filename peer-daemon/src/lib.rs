@@ -1,0 +1,8 @@
+//! `keksbox-peer`: the meeting room's camera and microphone as a keks-meet participant.
+//!
+//! # Layout
+//! - [`source`]: the device seam. [`source::VideoSource`] and [`source::AudioSource`] are
+//!   blocking sources, each run on its own thread; cameras (V4L2), microphones (ALSA) and the
+//!   synthetic test pattern and tone all sit behind them.
+
+pub mod source;

@@ -11,6 +11,7 @@
 //! - [`signaling`]: the WebSocket to the relay, with keep-alive pings and reconnection.
 //! - [`config`]: the server's `/config.json` (ICE servers).
 //! - [`discovery`]: finding boxes with mDNS (`_keksmeet._tcp`).
+//! - `transfer`: the tasks that move one file over one data channel.
 //! - [`room`]: one task per room that owns the session, the negotiators and the WebRTC peer
 //!   connections; an application drives it with commands and reads its events.
 //!
@@ -29,6 +30,7 @@ pub mod discovery;
 pub mod room;
 pub mod server;
 pub mod signaling;
+mod transfer;
 pub mod trust;
 
 pub use room::{Room, RoomEvent, RoomOptions};

@@ -22,7 +22,6 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::BytesMut;
 use keks_proto::crypto::{RoomKey, room_hash};
 use keks_proto::negotiation::{Action, Input, Negotiator, SignalingState};
 use keks_proto::packets::{
@@ -30,10 +29,10 @@ use keks_proto::packets::{
     ServerboundPacket,
 };
 use keks_proto::session::{Event, Output, Session};
-use tokio::io::{AsyncReadExt as _, AsyncWrite, AsyncWriteExt as _};
+use tokio::io::AsyncWrite;
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::AbortHandle;
-use webrtc::data_channel::{DataChannel, DataChannelEvent};
+use webrtc::data_channel::DataChannel;
 use webrtc::peer_connection::{
     MediaEngine, PeerConnection, PeerConnectionBuilder, PeerConnectionEventHandler, RTCConfigurationBuilder,
     RTCIceServer, RTCPeerConnectionIceEvent, RTCPeerConnectionState, RTCSessionDescription, Registry,
@@ -43,6 +42,7 @@ use webrtc::peer_connection::{
 use crate::config::IceServer;
 use crate::server::Server;
 use crate::signaling::{Signaling, SignalingEvent};
+use crate::transfer::{download, upload};
 use crate::trust::Trust;
 
 /// Largest binary message a file sender writes. Browsers accept up to 256 KiB; keks-meet's
@@ -51,7 +51,7 @@ pub const CHUNK: usize = 64 << 10;
 /// Bytes a sender keeps in flight per data channel before `send` waits (the window).
 pub const SEND_WINDOW: usize = 1 << 20;
 /// Why an upload whose channel never opened failed; such an upload is retried.
-const NOT_OPENED: &str = "the data channel closed before it opened";
+pub(crate) const NOT_OPENED: &str = "the data channel closed before it opened";
 /// Times an upload whose channel never opened is tried again.
 const OPEN_RETRIES: u8 = 3;
 /// Requests one member may have waiting for a channel.
@@ -61,7 +61,7 @@ const COMMAND_QUEUE: usize = 64;
 /// Events waiting for the application; when it does not read them the room task waits.
 const EVENT_QUEUE: usize = 1024;
 /// How long the sender waits for SCTP to report the last bytes acknowledged.
-const DRAIN_TIMEOUT: Duration = Duration::from_secs(3);
+pub(crate) const DRAIN_TIMEOUT: Duration = Duration::from_secs(3);
 /// How long an application keeps the connection open after its last upload finished, for
 /// the receiver to read the tail, unless the receiver leaves first.
 pub const LINGER: Duration = Duration::from_secs(10);
@@ -313,7 +313,7 @@ impl Room {
 }
 
 /// What callbacks and transfer tasks tell the room task.
-enum Internal {
+pub(crate) enum Internal {
     NegotiationNeeded(ClientId),
     LocalCandidate(ClientId, IceCandidate),
     ConnectionState(ClientId, RTCPeerConnectionState),
@@ -1053,211 +1053,4 @@ async fn signaling_state(pc: &Arc<dyn PeerConnection>) -> SignalingState {
         }
     }
     SignalingState::Stable
-}
-
-/// Watches a data channel's events for a sending task: open, closed.
-fn watch_channel(dc: Arc<dyn DataChannel>) -> tokio::sync::watch::Receiver<ChannelState> {
-    let (tx, rx) = tokio::sync::watch::channel(ChannelState::Connecting);
-    tokio::spawn(async move {
-        // Polling keeps the driver's per-channel queue drained while the sender is blocked
-        // in `send` waiting for window: an unpolled channel would hold the driver back.
-        while let Some(event) = dc.poll().await {
-            match event {
-                DataChannelEvent::OnOpen => {
-                    let _ = tx.send(ChannelState::Open);
-                }
-                DataChannelEvent::OnBufferedAmountLow => {
-                    tx.send_if_modified(|s| {
-                        let sent_end = *s == ChannelState::Open;
-                        if sent_end {
-                            *s = ChannelState::Drained;
-                        }
-                        sent_end
-                    });
-                }
-                DataChannelEvent::OnClose => break,
-                _ => {}
-            }
-        }
-        let _ = tx.send(ChannelState::Closed);
-    });
-    rx
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum ChannelState {
-    Connecting,
-    Open,
-    /// The buffered amount fell below the low threshold.
-    Drained,
-    Closed,
-}
-
-async fn upload(
-    key: TransferKey,
-    dc: Arc<dyn DataChannel>,
-    source: Source,
-    size: Option<u64>,
-    report: mpsc::UnboundedSender<Internal>,
-) {
-    let result = upload_inner(&key, &dc, source, size, &report).await;
-    let progress = match result {
-        Ok(n) => Progress::Done(n),
-        Err(e) => {
-            let _ = dc.close().await;
-            Progress::Failed(e)
-        }
-    };
-    let _ = report.send(Internal::Upload(key, progress));
-}
-
-async fn upload_inner(
-    key: &TransferKey,
-    dc: &Arc<dyn DataChannel>,
-    source: Source,
-    size: Option<u64>,
-    report: &mpsc::UnboundedSender<Internal>,
-) -> Result<u64, String> {
-    let mut state = watch_channel(dc.clone());
-    let open = state.wait_for(|s| *s != ChannelState::Connecting).await.map(|s| *s);
-    if !matches!(open, Ok(ChannelState::Open)) {
-        return Err(NOT_OPENED.into());
-    }
-    let _ = report.send(Internal::Upload(key.clone(), Progress::Started));
-    let Source::Path(path) = source;
-    let mut file = tokio::fs::File::open(&path)
-        .await
-        .map_err(|e| format!("cannot open {}: {e}", path.display()))?;
-    let mut sent = 0u64;
-    let mut last_report = 0u64;
-    loop {
-        let mut buf = BytesMut::zeroed(CHUNK);
-        let n = file
-            .read(&mut buf)
-            .await
-            .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
-        if n == 0 {
-            break;
-        }
-        buf.truncate(n);
-        if *state.borrow() == ChannelState::Closed {
-            return Err("the receiver closed the data channel".into());
-        }
-        dc.send(buf).await.map_err(|e| format!("sending failed: {e}"))?;
-        sent += n as u64;
-        if size.is_some_and(|s| sent > s) {
-            return Err(format!("{} grew while it was being sent", path.display()));
-        }
-        if sent - last_report >= 1 << 20 {
-            last_report = sent;
-            let _ = report.send(Internal::Upload(key.clone(), Progress::Bytes(sent)));
-        }
-    }
-    if size.is_some_and(|s| sent != s) {
-        return Err(format!("{} changed size while it was being sent", path.display()));
-    }
-    // SCTP's buffered amount falling below one byte: what SCTP holds is acknowledged. The
-    // channel may still hold the tail above SCTP (the crate's outstanding-bytes counter does
-    // not reliably return to zero, so it cannot tell): the application keeps the connection
-    // open for [`LINGER`] or until the receiver left.
-    //
-    // The channel is not closed here. With the webrtc crate, closing a finished channel
-    // while the member's next channel was opening closed that one too (seen with several
-    // files in a row); an open idle channel costs a stream id and a few bytes until the
-    // connection ends. Receivers (rift, browsers) finish on `end`, not on the close.
-    let _ = dc.set_buffered_amount_low_threshold(1).await;
-    dc.send_text("end").await.map_err(|e| format!("sending failed: {e}"))?;
-    let _ = report.send(Internal::EndSent(key.clone(), sent));
-    // The last small message was seen to sit in the crate's send pipeline until something
-    // woke its driver (with Chromium as the receiver). Setting the threshold wakes it: poke
-    // it until SCTP reports the buffer empty, and a few times after (in the background, so
-    // a receiver that leaves at once still counts as served), so `end` goes out.
-    let poke = |dc: Arc<dyn DataChannel>| async move {
-        let _ = dc.set_buffered_amount_low_threshold(1).await;
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    };
-    // The low-buffer event is edge-triggered and was seen not to come at all now and then;
-    // the channel is reliable and still open, so after a while the end counts as sent.
-    let deadline = tokio::time::Instant::now() + DRAIN_TIMEOUT;
-    loop {
-        match *state.borrow() {
-            ChannelState::Drained => break,
-            ChannelState::Closed => return Err("the receiver closed the data channel before the end".into()),
-            _ => {}
-        }
-        if tokio::time::Instant::now() > deadline {
-            log::debug!(
-                "no acknowledgement event for the end of {}; the open channel delivers it",
-                key.id
-            );
-            break;
-        }
-        poke(dc.clone()).await;
-    }
-    let dc = dc.clone();
-    tokio::spawn(async move {
-        for _ in 0..10 {
-            poke(dc.clone()).await;
-        }
-    });
-    Ok(sent)
-}
-
-async fn download(key: TransferKey, dc: Arc<dyn DataChannel>, sink: Sink, report: mpsc::UnboundedSender<Internal>) {
-    let Sink { mut writer, expected } = sink;
-    let mut received = 0u64;
-    let mut last_report = 0u64;
-    let mut started = false;
-    let outcome = loop {
-        let Some(event) = dc.poll().await else {
-            break Err("the data channel closed before the end of the file".to_owned());
-        };
-        match event {
-            DataChannelEvent::OnOpen if !started => {
-                started = true;
-                let _ = report.send(Internal::Download(key.clone(), Progress::Started));
-            }
-            DataChannelEvent::OnMessage(msg) if msg.is_string => {
-                if msg.data.as_ref() == b"end" {
-                    break match expected {
-                        Some(e) if e != received => Err(format!("the file ended after {received} of {e} bytes")),
-                        _ => Ok(received),
-                    };
-                }
-                log::debug!("ignoring an unexpected text message on {}", key.id);
-            }
-            DataChannelEvent::OnMessage(msg) => {
-                if !started {
-                    started = true;
-                    let _ = report.send(Internal::Download(key.clone(), Progress::Started));
-                }
-                received += msg.data.len() as u64;
-                if let Some(e) = expected.filter(|e| received > *e) {
-                    break Err(format!("the sender sent more than the announced {e} bytes"));
-                }
-                if let Err(e) = writer.write_all(&msg.data).await {
-                    break Err(format!("cannot write: {e}"));
-                }
-                if received - last_report >= 1 << 20 {
-                    last_report = received;
-                    let _ = report.send(Internal::Download(key.clone(), Progress::Bytes(received)));
-                }
-            }
-            DataChannelEvent::OnClose => break Err("the data channel closed before the end of the file".to_owned()),
-            _ => {}
-        }
-    };
-    let outcome = match outcome {
-        Ok(n) => match writer.flush().await.and(writer.shutdown().await) {
-            Ok(()) => Progress::Done(n),
-            Err(e) => Progress::Failed(format!("cannot write: {e}")),
-        },
-        Err(e) => Progress::Failed(e),
-    };
-    // A finished channel stays open until the connection ends (see `upload_inner`); a
-    // failed one is closed so the sender stops.
-    if matches!(outcome, Progress::Failed(_)) {
-        let _ = dc.close().await;
-    }
-    let _ = report.send(Internal::Download(key, outcome));
 }

@@ -3,6 +3,9 @@
 //! # Layout
 //! - [`source`]: the device seam. [`source::VideoSource`] and [`source::AudioSource`] are
 //!   blocking sources, each run on its own thread; cameras (V4L2), microphones (ALSA) and the
-//!   synthetic test pattern and tone all sit behind them.
+//!   synthetic test pattern and tone all sit behind them. [`source::open_video`] and
+//!   [`source::open_audio`] turn the config into a source.
+//! - [`synthetic`]: the moving test pattern with a clock, and the tone with noise (CI, demos).
 
 pub mod source;
+pub mod synthetic;

@@ -9,6 +9,8 @@ use std::time::Instant;
 
 use serde::Deserialize;
 
+use crate::synthetic::{SyntheticAudio, SyntheticVideo};
+
 /// Samples per audio frame: 10 ms at 48 kHz (RNNoise's frame size).
 pub const AUDIO_FRAME: usize = 480;
 /// The one audio sample rate every source delivers.
@@ -140,12 +142,27 @@ pub const SYNTHETIC: &str = "synthetic";
 
 /// Opens the configured camera (or the synthetic pattern).
 pub fn open_video(config: &VideoConfig) -> Result<Box<dyn VideoSource>, DeviceError> {
-    let _ = config;
-    Err(DeviceError::Missing("video sources are not built yet".into()))
+    let mode = VideoMode {
+        width: config.width,
+        height: config.height,
+        fps: config.fps,
+    };
+    if config.device == SYNTHETIC {
+        return Ok(Box::new(SyntheticVideo::new(mode)?));
+    }
+    Err(DeviceError::Missing(format!(
+        "{}: V4L2 cameras are not supported yet (set device = \"synthetic\")",
+        config.device
+    )))
 }
 
 /// Opens the configured microphone (or the synthetic tone), with denoise and gain applied.
 pub fn open_audio(config: &AudioConfig) -> Result<Box<dyn AudioSource>, DeviceError> {
-    let _ = config;
-    Err(DeviceError::Missing("audio sources are not built yet".into()))
+    if config.pcm == SYNTHETIC {
+        return Ok(Box::new(SyntheticAudio::new()));
+    }
+    Err(DeviceError::Missing(format!(
+        "{}: ALSA capture is not supported yet (set pcm = \"synthetic\")",
+        config.pcm
+    )))
 }

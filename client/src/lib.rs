@@ -12,6 +12,7 @@
 //! - [`config`]: the server's `/config.json` (ICE servers).
 //! - [`discovery`]: finding boxes with mDNS (`_keksmeet._tcp`).
 //! - `transfer`: the tasks that move one file over one data channel.
+//! - [`media`]: tracks we send (camera, microphone): encoded samples in, keyframe requests out.
 //! - [`room`]: one task per room that owns the session, the negotiators and the WebRTC peer
 //!   connections; an application drives it with commands and reads its events.
 //!
@@ -27,12 +28,14 @@
 pub mod config;
 pub mod connect;
 pub mod discovery;
+pub mod media;
 pub mod room;
 pub mod server;
 pub mod signaling;
 mod transfer;
 pub mod trust;
 
+pub use media::{Codec, MediaSample, TrackFeed};
 pub use room::{Room, RoomEvent, RoomOptions};
 pub use server::Server;
 pub use trust::{KnownServers, Trust};

@@ -40,6 +40,7 @@ use webrtc::peer_connection::{
 };
 
 use crate::config::IceServer;
+use crate::media::{TrackFeed, Tracks};
 use crate::server::Server;
 use crate::signaling::{Signaling, SignalingEvent};
 use crate::transfer::{download, upload};
@@ -242,6 +243,11 @@ enum Command {
     },
     CancelDownload(TransferKey),
     Chat(ChatMessage),
+    ProvideTrack {
+        info: ProvideInfo,
+        feed: TrackFeed,
+        reply: oneshot::Sender<Result<(), RoomError>>,
+    },
 }
 
 /// The application's handle to a room. Dropping every clone leaves the room.
@@ -309,6 +315,13 @@ impl Room {
     /// Sends a chat message to everyone.
     pub async fn chat(&self, message: ChatMessage) -> Result<(), RoomError> {
         self.tx.send(Command::Chat(message)).await.map_err(|_| RoomError::Gone)
+    }
+
+    /// Offers a media track (camera, microphone) fed with encoded samples; see [`crate::media`].
+    /// `info.kind` must be [`ResourceKind::Track`] with the feed codec's `track_kind`. It is
+    /// sent to each member that requests it until [`Room::stop_providing`].
+    pub async fn provide_track(&self, info: ProvideInfo, feed: TrackFeed) -> Result<(), RoomError> {
+        self.call(|reply| Command::ProvideTrack { info, feed, reply }).await
     }
 }
 
@@ -407,6 +420,8 @@ struct Task {
     leaving: HashMap<ClientId, Arc<dyn PeerConnection>>,
     /// Whether peer connections resolve `.local` candidates; off after it failed once.
     mdns_queries: bool,
+    /// Media tracks we provide and the members receiving them.
+    tracks: Tracks,
 }
 
 async fn run(
@@ -435,6 +450,7 @@ async fn run(
         opening: HashMap::new(),
         leaving: HashMap::new(),
         mdns_queries: true,
+        tracks: Tracks::default(),
     };
     loop {
         tokio::select! {
@@ -548,6 +564,7 @@ impl Task {
             }
             Event::Requested { from, id } => self.on_requested(from, id).await,
             Event::RequestStopped { from, id } => {
+                self.tracks.detach(from, &id).await;
                 if let Some(h) = self.uploads.remove(&TransferKey { peer: from, id }) {
                     h.abort();
                 }
@@ -578,6 +595,7 @@ impl Task {
                 let _ = reply.send(result);
             }
             Command::StopProviding(id) => {
+                self.tracks.remove(&id).await;
                 self.provided.remove(&id);
                 let stopping: Vec<TransferKey> = self.uploads.keys().filter(|k| k.id == id).cloned().collect();
                 for key in stopping {
@@ -614,6 +632,26 @@ impl Task {
                 self.relay(key.peer, RelayMessage::RequestStop { id: key.id.clone() })
                     .await;
             }
+            Command::ProvideTrack { info, feed, reply } => {
+                let result = if info.kind != ResourceKind::Track || info.track_kind != Some(feed.codec().track_kind()) {
+                    Err(RoomError::Unknown(format!(
+                        "{} must be a {:?} track resource",
+                        info.id,
+                        feed.codec().track_kind()
+                    )))
+                } else {
+                    let (id, label) = (info.id.clone(), info.label.clone().unwrap_or_default());
+                    match self.session.provide(info) {
+                        Ok(packet) => {
+                            self.send(packet).await;
+                            self.tracks.provide(id, feed, label);
+                            Ok(())
+                        }
+                        Err(e) => Err(e.into()),
+                    }
+                };
+                let _ = reply.send(result);
+            }
             Command::Chat(message) => match self.session.send(None, &RelayMessage::Chat(message)) {
                 Ok(packet) => self.send(packet).await,
                 Err(e) => log::warn!("cannot send chat: {e}"),
@@ -631,6 +669,7 @@ impl Task {
             }
             Internal::ConnectionState(peer, state) => {
                 if self.peers.contains_key(&peer) {
+                    self.tracks.connection_state(peer, state);
                     log::info!("connection to {peer}: {state}");
                     self.emit(RoomEvent::PeerConnection {
                         peer,
@@ -683,6 +722,15 @@ impl Task {
     }
 
     async fn on_requested(&mut self, from: ClientId, id: ResourceId) {
+        if self.tracks.is_track(&id) {
+            let Some(pc) = self.peer(from).await.map(|p| p.pc.clone()) else {
+                return;
+            };
+            if let Err(e) = self.tracks.attach(from, pc, &id).await {
+                log::warn!("cannot send {id} to {from}: {e}");
+            }
+            return;
+        }
         if !self.provided.contains_key(&id) {
             log::debug!("member {from} requested {id}, which is not a file we provide");
             return;
@@ -828,7 +876,8 @@ impl Task {
     ) -> Result<Arc<dyn PeerConnection>, webrtc::error::Error> {
         let mut media = MediaEngine::default();
         media.register_default_codecs()?;
-        let registry = register_default_interceptors(Registry::new(), &mut media)?;
+        let registry =
+            crate::media::with_keyframe_requests(register_default_interceptors(Registry::new(), &mut media)?);
         let ice_servers = self
             .ice_servers
             .iter()
@@ -974,6 +1023,7 @@ impl Task {
     /// running go on when `graceful`: a sender leaves the room as soon as its last bytes are
     /// acknowledged, which can be before this side has read them from the connection.
     async fn drop_peer(&mut self, peer: ClientId, why: &str, graceful: bool) {
+        self.tracks.drop_peer(peer);
         self.queued_uploads.remove(&peer);
         self.opening.remove(&peer);
         let uploads: Vec<TransferKey> = self.uploads.keys().filter(|k| k.peer == peer).cloned().collect();

@@ -11,6 +11,8 @@ APT_PACKAGES := chromium iproute2 util-linux file openssl systemd
 # (rustup cannot download targets here), the cross linker, and qemu to run the result.
 APT_PACKAGES += curl rustc-web cargo-web libstd-rust-web-dev:arm64 gcc-aarch64-linux-gnu \
 	libc6-dev-arm64-cross qemu-user-static binfmt-support
+# The image's boot-time scripts, tested by make test (image/test-scripts.sh).
+APT_PACKAGES += wpasupplicant qrencode
 APT_STAMP := target/.apt-packages
 
 .PHONY: run test bench web web-deps deps test-rust test-web clippy fmt fuzz clean
@@ -28,6 +30,7 @@ test: deps web
 	$(CARGO) build --workspace --all-targets
 	$(MAKE) test-rust
 	$(MAKE) test-platform
+	$(MAKE) test-image-scripts
 	$(MAKE) test-web
 
 test-rust:
@@ -137,3 +140,50 @@ test-platform: release-aarch64
 ## Static binary sizes and idle memory.
 bench-platform: release release-aarch64
 	appliance/tests/platform.sh figures $(RELEASE_X86_64) $(RELEASE_AARCH64)
+
+## The Raspberry Pi image (image/, docs/IMAGE.md), as root: make image, then make image-test.
+## The Debian tree is cached in target/image/rootfs.tar (about 20 minutes under emulation);
+## it is made again when image/stage or the package list changes (or when deleted).
+IMAGE_DIR := target/image
+IMAGE_ROOTFS := $(IMAGE_DIR)/rootfs.tar
+IMAGE_RAW := $(IMAGE_DIR)/keksbox-arm64.img
+IMAGE_XZ := $(IMAGE_RAW).xz
+# Included when it has been built (make release-aarch64 builds keksbox only).
+PEER_AARCH64 := target/debian/aarch64-unknown-linux-gnu/release/keksbox-peer
+IMAGE_APT_PACKAGES := mmdebstrap arch-test qemu-user-static binfmt-support qemu-system-arm \
+	qemu-utils dosfstools mtools fdisk e2fsprogs xz-utils file curl openssl
+IMAGE_INPUTS := image/assemble.sh image/lib.sh $(shell find image/overlay image/boot -type f 2>/dev/null) \
+	systemd/keksbox.service systemd/keksbox.socket systemd/keksbox.sysusers config/appliance.toml
+
+.PHONY: image image-test image-deps test-image-scripts
+
+image: image-deps release-aarch64
+	$(MAKE) $(IMAGE_XZ)
+
+## Boots the image twice under qemu-system-aarch64 (about 5 minutes with a built image).
+image-test: image-deps release-aarch64
+	$(MAKE) $(IMAGE_RAW)
+	image/test.sh $(IMAGE_RAW)
+
+test-image-scripts: deps
+	$(CARGO) build -p keksbox
+	image/test-scripts.sh $(KEKSBOX_DEBUG)
+
+image-deps:
+	@missing=""; for p in $(IMAGE_APT_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	if [ -n "$$missing" ]; then \
+	  if [ "$$(id -u)" = 0 ]; then apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends $$missing; \
+	  else echo "the image build needs root and these Debian packages:$$missing"; exit 1; fi; \
+	fi
+
+$(IMAGE_ROOTFS): image/build-rootfs.sh image/lib.sh $(wildcard image/stage/*)
+	image/build-rootfs.sh $@
+
+$(IMAGE_RAW): $(IMAGE_ROOTFS) $(RELEASE_AARCH64) $(IMAGE_INPUTS)
+	KEKSBOX_PEER_BIN=$(PEER_AARCH64) image/assemble.sh $(IMAGE_ROOTFS) $(RELEASE_AARCH64) $@
+
+# Raspberry Pi Imager and dd both take .img.xz; SHA256SUMS for both forms.
+$(IMAGE_XZ): $(IMAGE_RAW)
+	xz -T2 -6 -k -f $<
+	cd $(IMAGE_DIR) && sha256sum $(notdir $(IMAGE_XZ)) $(notdir $(IMAGE_RAW)) > SHA256SUMS
+	@ls -l $(IMAGE_XZ) $(IMAGE_RAW)

@@ -1,0 +1,186 @@
+#!/bin/bash
+# The image's boot test (make image-test). Boots the card image under qemu-system-aarch64
+# -M virt (software emulation) with the kernel, initramfs and cmdline.txt from its own boot
+# partition, twice, on a copy-on-write overlay larger than the image (so the first boot has a
+# partition to grow), and checks:
+#   - systemd reaches multi-user.target, the root partition was grown,
+#   - keksbox.service is active (the banner's status line) and the banner shows a fingerprint,
+#   - the start page answers over HTTPS through a qemu hostfwd to loopback, with a certificate
+#     whose SHA-256 fingerprint is the one the console printed (curl verifies it against that
+#     certificate for the name keksbox.local),
+#   - after pulling the plug, a second boot shows and serves the same fingerprint.
+# Prints the image's size and the boot-to-ready times.
+#
+# Nothing leaves the VM but the forwarded port: user networking with restrict=on, inside a
+# network namespace of its own that has only loopback (the test re-runs itself in one).
+#
+# Usage: image/test.sh IMAGE.img    (as root)
+set -euo pipefail
+here=$(dirname "$(readlink -f "$0")")
+. "$here/lib.sh"
+
+img=$(readlink -f "${1:?usage: test.sh IMAGE.img}")
+[ -f "$img" ] || die "$img missing: make image builds it"
+need_root "the boot test"
+need_tools qemu-system-aarch64:qemu-system-arm qemu-img:qemu-utils mcopy:mtools mtype:mtools sfdisk:fdisk \
+    curl:curl openssl:openssl unshare:util-linux
+
+if [ -z "${KEKSBOX_IMAGE_TEST_NS:-}" ]; then
+    exec env KEKSBOX_IMAGE_TEST_NS=1 unshare -n "$0" "$@"
+fi
+ip link set lo up
+
+# Each boot gets this long to be ready (TCG on a busy 2-core machine is slow).
+BOOT_TIMEOUT=${BOOT_TIMEOUT:-600}
+PORT=8443
+
+work=$(mktemp -d "$(dirname "$img")/image-test.XXXXXX")
+qemu_pid=""
+cleanup() {
+    [ -n "$qemu_pid" ] && kill "$qemu_pid" 2>/dev/null && wait "$qemu_pid" 2>/dev/null
+    if [ -n "${KEEP:-}" ]; then echo "image-test: kept $work"; else rm -rf "$work"; fi
+}
+trap cleanup EXIT
+
+fail() {
+    echo "image-test: FAIL: $*" >&2
+    for log in "$work"/boot*.log; do
+        [ -f "$log" ] || continue
+        echo "----- last lines of $log -----" >&2
+        tail -n 60 "$log" | tr -d '\r' >&2
+    done
+    exit 1
+}
+
+# The boot partition's offset, from the image's own partition table.
+boot_offset=$(sfdisk --dump "$img" | sed -n 's/.*start= *\([0-9]*\),.*type=c.*/\1/p' | head -1)
+[ -n "$boot_offset" ] || fail "no FAT (type c) partition in $img"
+fat="$img@@$((boot_offset * 512))"
+kernel=$(mdir -b -i "$fat" :: | sed -n 's|^::/||; /^vmlinuz-/p' | head -1)
+initrd=$(mdir -b -i "$fat" :: | sed -n 's|^::/||; /^initrd.img-/p' | head -1)
+[ -n "$kernel" ] && [ -n "$initrd" ] || fail "no vmlinuz-*/initrd.img-* on the boot partition"
+mcopy -n -i "$fat" "::$kernel" "::$initrd" ::cmdline.txt "$work/"
+# The Pi's command line with the Pi's consoles swapped for the virt board's serial port, and
+# systemd's status lines on (quiet hides them; the test reads "Reached target").
+cmdline=$(tr -d '\r\n' < "$work/cmdline.txt" | sed 's/console=[^ ]*//g')
+cmdline="$cmdline console=ttyAMA0 systemd.show_status=1"
+echo "image-test: kernel $kernel, initramfs $initrd, cmdline: $cmdline"
+
+# Writes go to the overlay; the image stays as built. 1 GiB more than the image: the first
+# boot grows the root partition into it.
+qemu-img create -q -f qcow2 -F raw -b "$img" "$work/disk.qcow2" "$(($(stat -c %s "$img") + (1 << 30)))"
+
+# Boots once; leaves the serial log in $work/boot$1.log and qemu running.
+boot() {
+    local n=$1
+    qemu-system-aarch64 -M virt -cpu cortex-a72 -smp 2 -m 1024 -nographic -no-reboot \
+        -kernel "$work/$kernel" -initrd "$work/$initrd" -append "$cmdline" \
+        -drive "file=$work/disk.qcow2,format=qcow2,if=virtio" \
+        -nic "user,model=virtio-net-pci,restrict=on,hostfwd=tcp:127.0.0.1:$PORT-:443" \
+        -device virtio-rng-pci \
+        -monitor none -serial "file:$work/boot$n.log" -display none </dev/null >"$work/qemu$n.out" 2>&1 &
+    qemu_pid=$!
+    boot_start=$(date +%s)
+}
+
+# Waits until the serial log has a line matching $2, or fails.
+wait_log() {
+    local n=$1 pattern=$2 what=$3
+    while ! tr -d '\r' < "$work/boot$n.log" 2>/dev/null | grep -q -- "$pattern"; do
+        kill -0 "$qemu_pid" 2>/dev/null || fail "boot $n: qemu exited before $what ($(cat "$work/qemu$n.out"))"
+        [ $(($(date +%s) - boot_start)) -lt "$BOOT_TIMEOUT" ] || fail "boot $n: no $what within $BOOT_TIMEOUT s"
+        sleep 2
+    done
+}
+
+# The last banner on the serial console (between its markers), after "keksbox.service: active".
+banner() {
+    tr -d '\r' < "$work/boot$1.log" | awk '/^===== keksbox =====$/ {b=""; on=1; next} /^===== end =====$/ {on=0; last=b} on {b=b $0 "\n"} END {printf "%s", last}'
+}
+
+# The fingerprint in the banner: the two lines after "SHA-256 fingerprint:", joined.
+banner_fingerprint() {
+    banner "$1" | awk '/^SHA-256 fingerprint:$/ {getline a; getline b; gsub(/ /, "", a); gsub(/ /, "", b); print a ":" b}'
+}
+
+# Checks one boot; sets ready_secs and fp.
+check_boot() {
+    local n=$1
+    wait_log "$n" "Reached target.*[Mm]ulti-[Uu]ser" "multi-user.target"
+    echo "image-test: boot $n: multi-user.target reached after $(($(date +%s) - boot_start)) s"
+    # The banner redraws when keksbox's state changes: wait for one that says it is active.
+    while ! banner "$n" | grep -qx 'keksbox.service: active'; do
+        kill -0 "$qemu_pid" 2>/dev/null || fail "boot $n: qemu exited before keksbox was active"
+        [ $(($(date +%s) - boot_start)) -lt "$BOOT_TIMEOUT" ] || fail "boot $n: the banner never said keksbox.service: active"
+        sleep 2
+    done
+    fp=$(banner_fingerprint "$n")
+    [[ "$fp" =~ ^([0-9A-F]{2}:){31}[0-9A-F]{2}$ ]] || fail "boot $n: no fingerprint in the banner: $(banner "$n")"
+    echo "image-test: boot $n: the console says keksbox.service active, fingerprint $fp"
+
+    # The start page over HTTPS, through the forwarded port. The certificate is fetched,
+    # compared with the console's fingerprint, then curl verifies the page's TLS against it
+    # for the name the box is reached by.
+    local served=""
+    while :; do
+        served=$(openssl s_client -connect "127.0.0.1:$PORT" -servername keksbox.local </dev/null 2>/dev/null |
+            openssl x509 2>/dev/null) && [ -n "$served" ] && break
+        [ $(($(date +%s) - boot_start)) -lt "$BOOT_TIMEOUT" ] || fail "boot $n: nothing answers TLS on the forwarded port"
+        sleep 2
+    done
+    ready_secs=$(($(date +%s) - boot_start))
+    printf '%s\n' "$served" > "$work/served$n.pem"
+    local served_fp
+    served_fp=$(openssl x509 -in "$work/served$n.pem" -noout -fingerprint -sha256 | sed 's/.*=//')
+    [ "$served_fp" = "$fp" ] || fail "boot $n: the box serves $served_fp but its console says $fp"
+    local page
+    page=$(curl -sS --fail --max-time 60 --cacert "$work/served$n.pem" \
+        --resolve "keksbox.local:$PORT:127.0.0.1" "https://keksbox.local:$PORT/") ||
+        fail "boot $n: the start page did not answer over HTTPS"
+    grep -q '<title>keksbox' <<< "$page" || fail "boot $n: the start page is not keksbox's: ${page:0:200}"
+    echo "image-test: boot $n: https://keksbox.local/ answered (${#page} bytes) with that certificate, ready after $ready_secs s"
+}
+
+# Pulls the plug: no clean shutdown, as when someone unplugs the box.
+power_off() {
+    kill "$qemu_pid"
+    wait "$qemu_pid" 2>/dev/null || true
+    qemu_pid=""
+}
+
+echo "image-test: boot 1 (first boot: grows the root partition, makes the certificate)"
+boot 1
+check_boot 1
+ready1=$ready_secs
+fp1=$fp
+grep -q "keksbox-firstboot: root partition .* grown" <(tr -d '\r' < "$work/boot1.log") ||
+    fail "boot 1: the root partition was not grown"
+tr -d '\r' < "$work/boot1.log" | grep -o "keksbox-firstboot: root partition .*" | head -1 | sed 's/^/image-test: boot 1: /'
+# keksbox.txt on the boot partition is written after the console banner; give it a moment
+# to reach the disk before the plug is pulled (the FAT write is synced).
+sleep 5
+power_off
+
+echo "image-test: boot 2 (after pulling the plug: same certificate expected)"
+boot 2
+check_boot 2
+ready2=$ready_secs
+[ "$fp" = "$fp1" ] || fail "the fingerprint changed across a reboot: $fp1 then $fp"
+if tr -d '\r' < "$work/boot2.log" | grep -q "keksbox-firstboot: root partition"; then
+    fail "boot 2: the root partition was grown again"
+fi
+power_off
+
+# keksbox.txt on the boot partition: what a person reads by putting the card in a laptop.
+qemu-img convert -O raw "$work/disk.qcow2" "$work/after.img"
+mtype -i "$work/after.img@@$((boot_offset * 512))" ::keksbox.txt > "$work/keksbox.txt" ||
+    fail "no keksbox.txt on the boot partition after two boots"
+grep -q "${fp:0:47}" "$work/keksbox.txt" && grep -q "${fp:48}" "$work/keksbox.txt" ||
+    fail "keksbox.txt does not show the fingerprint: $(cat "$work/keksbox.txt")"
+echo "image-test: keksbox.txt on the boot partition shows the same fingerprint"
+
+raw=$(stat -c %s "$img")
+xz="${img}.xz"
+echo "image-test: PASS"
+echo "image-test: image $(basename "$img"): $((raw / 1048576)) MiB raw$([ -f "$xz" ] && echo ", $(($(stat -c %s "$xz") / 1048576)) MiB as $(basename "$xz")")"
+echo "image-test: boot to ready (start page over HTTPS) under qemu TCG: first boot $ready1 s, second boot $ready2 s"

@@ -8,10 +8,13 @@
 #   - the start page answers over HTTPS through a qemu hostfwd to loopback, with a certificate
 #     whose SHA-256 fingerprint is the one the console printed (curl verifies it against that
 #     certificate for the name keksbox.local),
-#   - after pulling the plug, a second boot shows and serves the same fingerprint.
+#   - no SSH without a key file; after pulling the plug and putting ssh-authorized-keys.txt on
+#     the boot partition, a second boot shows and serves the same fingerprint, lets root in
+#     with that key (systemctl says keksbox.service active, the system running), and an
+#     update with image/update.sh keeps the fingerprint; keksbox.txt on the card shows it.
 # Prints the image's size and the boot-to-ready times.
 #
-# Nothing leaves the VM but the forwarded port: user networking with restrict=on, inside a
+# Nothing leaves the VM but the forwarded ports (HTTPS, SSH): user networking with restrict=on, inside a
 # network namespace of its own that has only loopback (the test re-runs itself in one).
 #
 # Usage: image/test.sh IMAGE.img    (as root)
@@ -22,8 +25,8 @@ here=$(dirname "$(readlink -f "$0")")
 img=$(readlink -f "${1:?usage: test.sh IMAGE.img}")
 [ -f "$img" ] || die "$img missing: make image builds it"
 need_root "the boot test"
-need_tools qemu-system-aarch64:qemu-system-arm qemu-img:qemu-utils mcopy:mtools mtype:mtools sfdisk:fdisk \
-    curl:curl openssl:openssl unshare:util-linux
+need_tools qemu-system-aarch64:qemu-system-arm mcopy:mtools mtype:mtools sfdisk:fdisk \
+    curl:curl openssl:openssl unshare:util-linux ssh:openssh-client ssh-keygen:openssh-client
 
 if [ -z "${KEKSBOX_IMAGE_TEST_NS:-}" ]; then
     exec env KEKSBOX_IMAGE_TEST_NS=1 unshare -n "$0" "$@"
@@ -33,6 +36,7 @@ ip link set lo up
 # Each boot gets this long to be ready (TCG on a busy 2-core machine is slow).
 BOOT_TIMEOUT=${BOOT_TIMEOUT:-600}
 PORT=8443
+SSH_PORT=2222
 
 work=$(mktemp -d "$(dirname "$img")/image-test.XXXXXX")
 qemu_pid=""
@@ -66,17 +70,23 @@ cmdline=$(tr -d '\r\n' < "$work/cmdline.txt" | sed 's/console=[^ ]*//g')
 cmdline="$cmdline console=ttyAMA0 systemd.show_status=1"
 echo "image-test: kernel $kernel, initramfs $initrd, cmdline: $cmdline"
 
-# Writes go to the overlay; the image stays as built. 1 GiB more than the image: the first
-# boot grows the root partition into it.
-qemu-img create -q -f qcow2 -F raw -b "$img" "$work/disk.qcow2" "$(($(stat -c %s "$img") + (1 << 30)))"
+# The test writes to a copy; the image stays as built. 1 GiB more than the image: the first
+# boot grows the root partition into it. (A sparse copy: fast, and small on disk.)
+cp --sparse=always "$img" "$work/disk.img"
+truncate -s "+1G" "$work/disk.img"
+disk_fat="$work/disk.img@@$((boot_offset * 512))"
+# An SSH key for root, put on the boot partition before the second boot.
+ssh-keygen -q -t ed25519 -N "" -C image-test -f "$work/id_ed25519"
+ssh_opts=(-p "$SSH_PORT" -i "$work/id_ed25519" -o IdentitiesOnly=yes -o BatchMode=yes
+    -o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null -o LogLevel=ERROR -o ConnectTimeout=30)
 
 # Boots once; leaves the serial log in $work/boot$1.log and qemu running.
 boot() {
     local n=$1
     qemu-system-aarch64 -M virt -cpu cortex-a72 -smp 2 -m 1024 -nographic -no-reboot \
         -kernel "$work/$kernel" -initrd "$work/$initrd" -append "$cmdline" \
-        -drive "file=$work/disk.qcow2,format=qcow2,if=virtio" \
-        -nic "user,model=virtio-net-pci,restrict=on,hostfwd=tcp:127.0.0.1:$PORT-:443" \
+        -drive "file=$work/disk.img,format=raw,if=virtio" \
+        -nic "user,model=virtio-net-pci,restrict=on,hostfwd=tcp:127.0.0.1:$PORT-:443,hostfwd=tcp:127.0.0.1:$SSH_PORT-:22" \
         -device virtio-rng-pci \
         -monitor none -serial "file:$work/boot$n.log" -display none </dev/null >"$work/qemu$n.out" 2>&1 &
     qemu_pid=$!
@@ -156,24 +166,49 @@ fp1=$fp
 grep -q "keksbox-firstboot: root partition .* grown" <(tr -d '\r' < "$work/boot1.log") ||
     fail "boot 1: the root partition was not grown"
 tr -d '\r' < "$work/boot1.log" | grep -o "keksbox-firstboot: root partition .*" | head -1 | sed 's/^/image-test: boot 1: /'
+if ssh "${ssh_opts[@]}" root@127.0.0.1 true 2>/dev/null; then
+    fail "boot 1: SSH let us in without ssh-authorized-keys.txt"
+fi
+echo "image-test: boot 1: no SSH without ssh-authorized-keys.txt"
 # keksbox.txt on the boot partition is written after the console banner; give it a moment
 # to reach the disk before the plug is pulled (the FAT write is synced).
 sleep 5
 power_off
 
-echo "image-test: boot 2 (after pulling the plug: same certificate expected)"
+# What a person does with the card in a laptop: put their key on the boot partition.
+cp "$work/id_ed25519.pub" "$work/ssh-authorized-keys.txt"
+mcopy -i "$disk_fat" "$work/ssh-authorized-keys.txt" ::ssh-authorized-keys.txt
+
+echo "image-test: boot 2 (after pulling the plug, with an SSH key on the boot partition)"
 boot 2
 check_boot 2
 ready2=$ready_secs
 [ "$fp" = "$fp1" ] || fail "the fingerprint changed across a reboot: $fp1 then $fp"
+echo "image-test: boot 2: same fingerprint as boot 1"
 if tr -d '\r' < "$work/boot2.log" | grep -q "keksbox-firstboot: root partition"; then
     fail "boot 2: the root partition was grown again"
 fi
+remote() { ssh "${ssh_opts[@]}" root@127.0.0.1 "$@"; }
+for _ in $(seq 30); do remote true 2>/dev/null && break; sleep 2; done
+state=$(remote systemctl is-active keksbox.service) || fail "boot 2: no SSH with the key from the boot partition ($state)"
+[ "$state" = active ] || fail "boot 2: keksbox.service is $state"
+running=$(remote systemctl is-system-running --wait) ||
+    fail "boot 2: the system is $running: $(remote systemctl --failed --no-legend)"
+echo "image-test: boot 2: root over SSH with the key: keksbox.service $state, system $running"
+remote 'test ! -e /etc/ssh/ssh_host_ed25519_key.pub || ssh-keygen -lf /etc/ssh/ssh_host_ed25519_key.pub' | sed 's/^/image-test: boot 2: host key made on the box: /'
+
+# An update over SSH (the same binary: what is tested is the way, and that state survives).
+SSH_OPTS="${ssh_opts[*]}" "$here/update.sh" root@127.0.0.1 "${KEKSBOX_BIN:-$(dirname "$here")/target/debian/aarch64-unknown-linux-gnu/release/keksbox}" ||
+    fail "the update over SSH failed"
+after=$(openssl s_client -connect "127.0.0.1:$PORT" -servername keksbox.local </dev/null 2>/dev/null |
+    openssl x509 -noout -fingerprint -sha256 | sed 's/.*=//')
+[ "$after" = "$fp" ] || fail "after the update the box serves $after instead of $fp"
+echo "image-test: after the update keksbox serves the same fingerprint"
+remote sync
 power_off
 
 # keksbox.txt on the boot partition: what a person reads by putting the card in a laptop.
-qemu-img convert -O raw "$work/disk.qcow2" "$work/after.img"
-mtype -i "$work/after.img@@$((boot_offset * 512))" ::keksbox.txt > "$work/keksbox.txt" ||
+mtype -i "$disk_fat" ::keksbox.txt > "$work/keksbox.txt" ||
     fail "no keksbox.txt on the boot partition after two boots"
 grep -q "${fp:0:47}" "$work/keksbox.txt" && grep -q "${fp:48}" "$work/keksbox.txt" ||
     fail "keksbox.txt does not show the fingerprint: $(cat "$work/keksbox.txt")"

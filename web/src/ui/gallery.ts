@@ -108,8 +108,12 @@ export class Gallery {
     fs.addEventListener("click", () => void this.fullscreen(tile));
     el.addEventListener("dblclick", () => void this.fullscreen(tile));
     if (document.pictureInPictureEnabled) {
-      const pip = h("button", { type: "button", class: "tile-button pip" }, icon("pip"));
-      pip.addEventListener("click", () => void video.requestPictureInPicture().catch((e) => console.warn("keksbox: picture-in-picture refused", e)));
+      // A toggle: the same button brings the video back; its state follows the browser's
+      // own controls too (closing the floating window).
+      const pip = h("button", { type: "button", class: "tile-button pip", "aria-pressed": "false" }, icon("pip"));
+      pip.addEventListener("click", () => void this.pictureInPicture(tile));
+      video.addEventListener("enterpictureinpicture", () => pip.setAttribute("aria-pressed", "true"));
+      video.addEventListener("leavepictureinpicture", () => pip.setAttribute("aria-pressed", "false"));
       actions.append(pip);
     }
     this.tiles.set(key, tile);
@@ -126,6 +130,8 @@ export class Gallery {
     const tile = this.tiles.get(key);
     if (!tile) return;
     if (document.fullscreenElement === tile.el) void document.exitFullscreen().catch(() => {});
+    // A floating window of a video that is gone would show its last frame.
+    if (document.pictureInPictureElement === tile.video) void document.exitPictureInPicture().catch(() => {});
     tile.video.srcObject = null;
     tile.el.remove();
     this.tiles.delete(key);
@@ -147,6 +153,15 @@ export class Gallery {
       else await tile.el.requestFullscreen();
     } catch (e) {
       console.warn("keksbox: full screen refused", e);
+    }
+  }
+
+  private async pictureInPicture(tile: Tile): Promise<void> {
+    try {
+      if (document.pictureInPictureElement === tile.video) await document.exitPictureInPicture();
+      else await tile.video.requestPictureInPicture();
+    } catch (e) {
+      console.warn("keksbox: picture-in-picture refused", e);
     }
   }
 

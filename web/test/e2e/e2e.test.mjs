@@ -803,6 +803,13 @@ for (const [vw, vh, label] of [[1280, 800, "laptop"], [390, 844, "phone"]]) {
       shares.push(`${n}: ${(share * 100).toFixed(0)}%`);
       assert.ok(share >= 0.6, `${n} tiles at ${label} cover ${(share * 100).toFixed(1)}% of the main area`);
       if (n === 4) await p.screenshot({ path: pjoin(SHOTS, `gallery-${label}.png`) });
+      if (label === "phone") {
+        // One column on a phone while that shows the videos largest and covers the 60%: up
+        // to 4 tiles. Nine in one column would be 73 px tall strips covering about 30%, so
+        // nine take two columns (see layout.test.ts).
+        const columns = settled.tiles.filter((t) => Math.abs(t.y - settled.tiles[0].y) < 1).length;
+        assert.equal(columns, n === 9 ? 2 : 1, `${n} tiles on a phone in ${columns} columns`);
+      }
     }
     console.log(`# ${label}: tiles cover ${shares.join(", ")} of the main area`);
     // Resizing the window lays the tiles out again.
@@ -825,6 +832,48 @@ for (const [vw, vh, label] of [[1280, 800, "laptop"], [390, 844, "phone"]]) {
     await ctx.close();
   });
 }
+
+test("gallery: picture-in-picture from a tile's button and back, and it ends with the video", T, async () => {
+  const { ctx, page: p } = await soloPage("pip", `${SECRET}-pip?username=pim`, { width: 1280, height: 800 });
+  assert.ok(await p.evaluate(() => document.pictureInPictureEnabled), "headless Chromium has picture-in-picture");
+  await p.click("#add-camera");
+  await p.click("#add-camera");
+  await until("two tiles playing", () => tileBoxes(p, 2));
+  const inPip = () => p.evaluate(() => [...document.querySelectorAll("#gallery .tile.video")].findIndex((t) => t.querySelector("video") === document.pictureInPictureElement));
+  const pressed = (i) => p.$eval(`#gallery .tile.video:nth-child(${i + 1}) button.pip`, (b) => b.getAttribute("aria-pressed"));
+  await p.click("#gallery .tile.video:nth-child(2) button.pip");
+  await until("the second video floats", async () => (await inPip()) === 1);
+  assert.equal(await pressed(1), "true");
+  assert.equal(await pressed(0), "false");
+  // The same button brings it back.
+  await p.click("#gallery .tile.video:nth-child(2) button.pip");
+  await until("back in the tile", async () => (await inPip()) === -1);
+  assert.equal(await pressed(1), "false");
+  // Stopping the cameras removes the tiles and ends picture-in-picture with them.
+  await p.click("#gallery .tile.video:nth-child(1) button.pip");
+  await until("the first video floats", async () => (await inPip()) === 0);
+  await p.click("#stop-all");
+  await until("no tiles", async () => (await p.$$("#gallery .tile.video")).length === 0);
+  await until("picture-in-picture ended", () => p.evaluate(() => document.pictureInPictureElement === null));
+  await ctx.close();
+});
+
+test("header: the controls stay on one line beside the open side panel (1280x800, 1024x768)", T, async () => {
+  const { ctx, page: p } = await soloPage("header", `${SECRET}-header?username=hal`, { width: 1280, height: 800 });
+  for (const [w, hgt] of [[1280, 800], [1024, 768]]) {
+    await p.setViewportSize({ width: w, height: hgt });
+    await until("side panel open", () => p.isVisible("#side"));
+    const m = await p.evaluate(() => {
+      const r = (e) => e.getBoundingClientRect();
+      const buttons = [...document.querySelectorAll("#controls button")].filter((b) => b.checkVisibility());
+      return { tops: [...new Set(buttons.map((b) => Math.round(r(b).top)))], controls: r(document.querySelector("#controls")).toJSON(), side: r(document.querySelector("#side")).toJSON(), button: r(buttons[0]).height };
+    });
+    assert.equal(m.tops.length, 1, `${w}x${hgt}: controls on ${m.tops.length} lines: ${JSON.stringify(m)}`);
+    assert.ok(m.controls.height < m.button * 2, `${w}x${hgt}: one line high: ${JSON.stringify(m)}`);
+    assert.ok(m.controls.right >= w - 1 && m.side.top >= m.controls.bottom - 1, `${w}x${hgt}: the header spans the window, the panel below it: ${JSON.stringify(m)}`);
+  }
+  await ctx.close();
+});
 
 test("gallery: a screen share is the largest tile, the cameras in a strip", T, async () => {
   const { ctx, page: p } = await soloPage("spotlight", `${SECRET}-spotlight?username=sam`, { width: 1280, height: 800 });

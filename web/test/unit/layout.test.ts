@@ -37,6 +37,21 @@ test("grid: a phone puts one or two tiles in one column, a laptop two side by si
   assert.equal(wide[0]!.y, wide[1]!.y, "one row in a wide window");
 });
 
+test("grid: a phone shows up to four tiles in one column, nine in two (one column would cover too little)", () => {
+  // The gallery's size on a 390x844 phone between its header and its bar.
+  const [w, h] = [380, 730];
+  // Tiles in the first row (a last row that is not full is centred).
+  const columns = (boxes: Box[]) => boxes.filter((b) => b.y === boxes[0]!.y).length;
+  for (const n of [1, 2, 3, 4]) assert.equal(columns(gridLayout(n, w, h)), 1, `${n} tiles`);
+  const nine = gridLayout(9, w, h);
+  assert.equal(columns(nine), 2);
+  assert.ok(check(nine, w, h, "9 on a phone") >= 0.6);
+  // Nine in one column: rows of (h - 8 gaps) / 9, each tile no wider than 16:9 of that.
+  const th = (h - 8 * 8) / 9;
+  const oneColumn = (9 * Math.min(w, th * (16 / 9)) * th) / (w * h);
+  assert.ok(oneColumn < 0.6, `one column would cover ${(oneColumn * 100).toFixed(0)}%`);
+});
+
 test("grid: nothing for no tiles or no space", () => {
   assert.deepEqual(gridLayout(0, 800, 600), []);
   assert.deepEqual(gridLayout(3, 0, 600), []);

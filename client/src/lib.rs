@@ -11,6 +11,7 @@
 //! - [`signaling`]: the WebSocket to the relay, with keep-alive pings and reconnection.
 //! - [`config`]: the server's `/config.json` (ICE servers).
 //! - [`discovery`]: finding boxes with mDNS (`_keksmeet._tcp`).
+//! - [`stream`]: TCP connections bridged over data channels (the `port` resource).
 //! - `transfer`: the tasks that move one file over one data channel.
 //! - [`media`]: tracks we send (camera, microphone): encoded samples in, keyframe requests out.
 //! - [`room`]: one task per room that owns the session, the negotiators and the WebRTC peer
@@ -32,6 +33,7 @@ pub mod media;
 pub mod room;
 pub mod server;
 pub mod signaling;
+pub mod stream;
 mod transfer;
 pub mod trust;
 

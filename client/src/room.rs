@@ -17,7 +17,7 @@
 //! is accepted only when its label is a file we requested from that member.
 
 use std::collections::{HashMap, VecDeque};
-use std::net::IpAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
@@ -43,6 +43,7 @@ use crate::config::IceServer;
 use crate::media::{TrackFeed, Tracks};
 use crate::server::Server;
 use crate::signaling::{Signaling, SignalingEvent};
+use crate::stream::{ByteStream, LocalEnd, StreamKey, bridge};
 use crate::transfer::{download, upload};
 use crate::trust::Trust;
 
@@ -57,6 +58,10 @@ pub(crate) const NOT_OPENED: &str = "the data channel closed before it opened";
 const OPEN_RETRIES: u8 = 3;
 /// Requests one member may have waiting for a channel.
 const MAX_QUEUED_UPLOADS: usize = 4096;
+/// Forwarded connections waiting for their channel, per port resource.
+const MAX_WAITING_STREAMS: usize = 64;
+/// Bridged connections at once, in and out, in one room.
+const MAX_STREAMS: usize = 256;
 /// Commands waiting for the room task.
 const COMMAND_QUEUE: usize = 64;
 /// Events waiting for the application; when it does not read them the room task waits.
@@ -181,6 +186,16 @@ pub enum RoomEvent {
     Upload(TransferKey, Progress),
     /// Progress of receiving a member's file.
     Download(TransferKey, Progress),
+    /// A connection to a port: `outgoing` when a member connected to a port we expose,
+    /// otherwise one we forwarded to a member's port. `Done` counts the bytes both ways.
+    Stream {
+        /// Which connection.
+        key: StreamKey,
+        /// Whether we are the exposing side.
+        outgoing: bool,
+        /// Started, then Done or Failed.
+        progress: Progress,
+    },
     /// The WebRTC connection to a member changed state.
     PeerConnection {
         /// Who.
@@ -205,11 +220,13 @@ pub enum RoomError {
     Unknown(String),
 }
 
-/// Where a provided file's bytes come from.
+/// Where a provided resource's bytes come from.
 #[derive(Debug, Clone)]
 pub enum Source {
     /// A file, opened anew for each requester.
     Path(PathBuf),
+    /// A TCP port (a resource of kind `port`): each request is a new connection to it.
+    Port(SocketAddr),
 }
 
 /// A file being received: where the bytes go and how many are announced.
@@ -243,11 +260,25 @@ enum Command {
     },
     CancelDownload(TransferKey),
     Chat(ChatMessage),
+    Forward {
+        key: TransferKey,
+        stream: Pending,
+        reply: oneshot::Sender<Result<(), RoomError>>,
+    },
     ProvideTrack {
         info: ProvideInfo,
         feed: TrackFeed,
         reply: oneshot::Sender<Result<(), RoomError>>,
     },
+}
+
+/// A forwarded connection waiting for its channel.
+struct Pending(Box<dyn ByteStream>);
+
+impl std::fmt::Debug for Pending {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Pending")
+    }
 }
 
 /// The application's handle to a room. Dropping every clone leaves the room.
@@ -317,6 +348,19 @@ impl Room {
         self.tx.send(Command::Chat(message)).await.map_err(|_| RoomError::Gone)
     }
 
+    /// Carries one connection to a member's exposed port: requests the port and bridges
+    /// `stream` with the channel the member opens. Progress arrives as
+    /// [`RoomEvent::Stream`].
+    pub async fn forward(&self, key: TransferKey, stream: Box<dyn ByteStream>) -> Result<(), RoomError> {
+        let (reply, rx) = oneshot::channel();
+        let stream = Pending(stream);
+        self.tx
+            .send(Command::Forward { key, stream, reply })
+            .await
+            .map_err(|_| RoomError::Gone)?;
+        rx.await.map_err(|_| RoomError::Gone)?
+    }
+
     /// Offers a media track (camera, microphone) fed with encoded samples; see [`crate::media`].
     /// `info.kind` must be [`ResourceKind::Track`] with the feed codec's `track_kind`. It is
     /// sent to each member that requests it until [`Room::stop_providing`].
@@ -336,6 +380,7 @@ pub(crate) enum Internal {
     /// has what it needs (it finishes on `end`).
     EndSent(TransferKey, u64),
     Download(TransferKey, Progress),
+    Stream(StreamKey, Progress),
 }
 
 /// The webrtc callbacks of one member's peer connection: each only forwards an event.
@@ -420,6 +465,11 @@ struct Task {
     leaving: HashMap<ClientId, Arc<dyn PeerConnection>>,
     /// Whether peer connections resolve `.local` candidates; off after it failed once.
     mdns_queries: bool,
+    /// Bridged port connections, and whether each is to a port we expose.
+    streams: HashMap<StreamKey, (AbortHandle, bool)>,
+    /// Forwarded connections waiting for the member's channel, oldest first.
+    waiting_streams: HashMap<TransferKey, VecDeque<Box<dyn ByteStream>>>,
+    next_stream: u64,
     /// Media tracks we provide and the members receiving them.
     tracks: Tracks,
 }
@@ -450,6 +500,9 @@ async fn run(
         opening: HashMap::new(),
         leaving: HashMap::new(),
         mdns_queries: true,
+        streams: HashMap::new(),
+        waiting_streams: HashMap::new(),
+        next_stream: 0,
         tracks: Tracks::default(),
     };
     loop {
@@ -565,7 +618,9 @@ impl Task {
             Event::Requested { from, id } => self.on_requested(from, id).await,
             Event::RequestStopped { from, id } => {
                 self.tracks.detach(from, &id).await;
-                if let Some(h) = self.uploads.remove(&TransferKey { peer: from, id }) {
+                let key = TransferKey { peer: from, id };
+                self.abort_streams(|k| k.transfer == key);
+                if let Some(h) = self.uploads.remove(&key) {
                     h.abort();
                 }
             }
@@ -597,6 +652,7 @@ impl Task {
             Command::StopProviding(id) => {
                 self.tracks.remove(&id).await;
                 self.provided.remove(&id);
+                self.abort_streams(|k| k.transfer.id == id);
                 let stopping: Vec<TransferKey> = self.uploads.keys().filter(|k| k.id == id).cloned().collect();
                 for key in stopping {
                     if let Some(h) = self.uploads.remove(&key) {
@@ -656,6 +712,30 @@ impl Task {
                 Ok(packet) => self.send(packet).await,
                 Err(e) => log::warn!("cannot send chat: {e}"),
             },
+            Command::Forward { key, stream, reply } => {
+                let known = self
+                    .session
+                    .members()
+                    .get(&key.peer)
+                    .is_some_and(|m| m.resources.get(&key.id).is_some_and(|r| r.kind == ResourceKind::Port));
+                let waiting = self.waiting_streams.get(&key).map_or(0, VecDeque::len);
+                let result = if !known {
+                    Err(RoomError::Unknown(format!(
+                        "member {} exposes no port {}",
+                        key.peer, key.id
+                    )))
+                } else if waiting >= MAX_WAITING_STREAMS || self.streams.len() >= MAX_STREAMS {
+                    Err(RoomError::Unknown(format!(
+                        "too many connections to {} at once (at most {MAX_STREAMS}, {MAX_WAITING_STREAMS} waiting)",
+                        key.id
+                    )))
+                } else {
+                    self.waiting_streams.entry(key.clone()).or_default().push_back(stream.0);
+                    self.relay(key.peer, RelayMessage::Request { id: key.id.clone() }).await;
+                    Ok(())
+                };
+                let _ = reply.send(result);
+            }
         }
     }
 
@@ -704,6 +784,43 @@ impl Task {
                 }
                 self.open_next_upload(peer).await;
             }
+            Internal::Stream(key, progress) => {
+                let peer = key.transfer.peer;
+                let ended = matches!(progress, Progress::Done(_) | Progress::Failed(_));
+                let outgoing = self.streams.get(&key).is_some_and(|(_, outgoing)| *outgoing);
+                if outgoing
+                    && self.opening.get(&peer) == Some(&key.transfer)
+                    && (ended || progress == Progress::Started)
+                {
+                    self.opening.remove(&peer);
+                }
+                if ended {
+                    self.streams.remove(&key);
+                }
+                let tries = self.open_retries.entry(key.transfer.clone()).or_default();
+                if outgoing && matches!(&progress, Progress::Failed(why) if why == NOT_OPENED) && *tries < OPEN_RETRIES
+                {
+                    *tries += 1;
+                    log::info!(
+                        "the channel for {} closed before it opened; trying again",
+                        key.transfer.id
+                    );
+                    self.queued_uploads.entry(peer).or_default().push_front(key.transfer);
+                } else {
+                    if progress == Progress::Started {
+                        self.open_retries.remove(&key.transfer);
+                    }
+                    self.emit(RoomEvent::Stream {
+                        key,
+                        outgoing,
+                        progress,
+                    })
+                    .await;
+                }
+                if outgoing {
+                    self.open_next_upload(peer).await;
+                }
+            }
             Internal::EndSent(key, n) => {
                 self.finishing.insert(key, n);
             }
@@ -731,16 +848,29 @@ impl Task {
             }
             return;
         }
-        if !self.provided.contains_key(&id) {
-            log::debug!("member {from} requested {id}, which is not a file we provide");
+        let Some(provided) = self.provided.get(&id) else {
+            log::debug!("member {from} requested {id}, which is not a resource we provide");
+            return;
+        };
+        let port = matches!(provided.source, Source::Port(_));
+        let key = TransferKey { peer: from, id };
+        if port && self.streams.len() >= MAX_STREAMS {
+            log::warn!(
+                "member {from} opened more than {MAX_STREAMS} connections to {}; refusing one",
+                key.id
+            );
             return;
         }
-        let key = TransferKey { peer: from, id };
-        if self.uploads.contains_key(&key) || self.queued_uploads.get(&from).is_some_and(|q| q.contains(&key)) {
+        // Each request of a port is another connection; a file is sent once at a time.
+        if !port
+            && (self.uploads.contains_key(&key) || self.queued_uploads.get(&from).is_some_and(|q| q.contains(&key)))
+        {
             log::debug!("member {from} requested {} again while it is being sent", key.id);
             return;
         }
-        self.emit(RoomEvent::Requested(key.clone())).await;
+        if !port {
+            self.emit(RoomEvent::Requested(key.clone())).await;
+        }
         // One upload at a time per member: with the webrtc crate, channels opened while
         // another was opening or closing were closed again before they opened (seen here
         // with 4 parallel requests).
@@ -780,8 +910,14 @@ impl Task {
             };
             self.keep_channel(peer, &dc);
             let report = self.internal_tx.clone();
-            let handle = tokio::spawn(upload(key.clone(), dc, source, size, report));
-            self.uploads.insert(key.clone(), handle.abort_handle());
+            if let Source::Port(addr) = source {
+                let stream = self.stream_key(key.clone());
+                let handle = tokio::spawn(bridge(stream.clone(), dc, LocalEnd::Connect(addr), report));
+                self.streams.insert(stream, (handle.abort_handle(), true));
+            } else {
+                let handle = tokio::spawn(upload(key.clone(), dc, source, size, report));
+                self.uploads.insert(key.clone(), handle.abort_handle());
+            }
             self.opening.insert(peer, key);
         }
     }
@@ -807,6 +943,16 @@ impl Task {
             peer,
             id: ResourceId(label),
         };
+        if let Some(stream) = self.waiting_streams.get_mut(&key).and_then(VecDeque::pop_front) {
+            if self.waiting_streams.get(&key).is_some_and(VecDeque::is_empty) {
+                self.waiting_streams.remove(&key);
+            }
+            let stream_key = self.stream_key(key);
+            let report = self.internal_tx.clone();
+            let handle = tokio::spawn(bridge(stream_key.clone(), dc, LocalEnd::Given(stream), report));
+            self.streams.insert(stream_key, (handle.abort_handle(), false));
+            return;
+        }
         match self.downloads.remove(&key) {
             Some(Download::Waiting(sink)) => {
                 let report = self.internal_tx.clone();
@@ -824,6 +970,25 @@ impl Task {
                 let _ = dc.close().await;
             }
         }
+    }
+
+    fn stream_key(&mut self, transfer: TransferKey) -> StreamKey {
+        self.next_stream += 1;
+        StreamKey {
+            transfer,
+            serial: self.next_stream,
+        }
+    }
+
+    /// Aborts the bridged connections `which` selects (their channels close with them).
+    fn abort_streams(&mut self, which: impl Fn(&StreamKey) -> bool) {
+        self.streams.retain(|k, (h, _)| {
+            let stop = which(k);
+            if stop {
+                h.abort();
+            }
+            !stop
+        });
     }
 
     /// The member's peer connection, made on first use.
@@ -1026,6 +1191,8 @@ impl Task {
         self.tracks.drop_peer(peer);
         self.queued_uploads.remove(&peer);
         self.opening.remove(&peer);
+        self.abort_streams(|k| k.transfer.peer == peer);
+        self.waiting_streams.retain(|k, _| k.peer != peer);
         let uploads: Vec<TransferKey> = self.uploads.keys().filter(|k| k.peer == peer).cloned().collect();
         for key in uploads {
             if let Some(h) = self.uploads.remove(&key) {

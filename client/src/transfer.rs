@@ -81,7 +81,9 @@ async fn upload_inner(
         return Err(NOT_OPENED.into());
     }
     let _ = report.send(Internal::Upload(key.clone(), Progress::Started));
-    let Source::Path(path) = source;
+    let Source::Path(path) = source else {
+        return Err("not a file".into());
+    };
     let mut file = tokio::fs::File::open(&path)
         .await
         .map_err(|e| format!("cannot open {}: {e}", path.display()))?;

@@ -297,6 +297,10 @@ pub enum ResourceKind {
     Track,
     /// A file, delivered on a data channel labelled with the resource id.
     File,
+    /// A TCP port a native client exposes (a keksbox extension, docs/PROTOCOL.md): one data
+    /// channel labelled with the resource id per request, each carrying one TCP connection.
+    /// Browsers ignore it like any kind they do not know.
+    Port,
     /// A kind from a newer client; ignore the resource. Never sent.
     #[serde(other, skip_serializing)]
     Unknown,
@@ -455,6 +459,17 @@ mod tests {
             panic!("expected provide")
         };
         assert_eq!(p.track_kind, Some(TrackKind::Unknown));
+    }
+
+    #[test]
+    fn a_port_resource_round_trips() {
+        let wire = r#"{"provide":{"id":"web","kind":"port","label":"tcp 8080"}}"#;
+        let m: RelayMessage = serde_json::from_str(wire).expect("parses");
+        let RelayMessage::Provide(p) = &m else {
+            panic!("expected provide")
+        };
+        assert_eq!((p.kind, p.label.as_deref()), (ResourceKind::Port, Some("tcp 8080")));
+        assert_eq!(serde_json::to_string(&m).expect("serialises"), wire);
     }
 
     #[test]

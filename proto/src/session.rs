@@ -302,6 +302,10 @@ impl Session {
                         return ignored(format!("provide {} of an unknown media kind", info.id));
                     }
                     ResourceKind::File => info.track_kind = None,
+                    ResourceKind::Port => {
+                        info.track_kind = None;
+                        info.size = None;
+                    }
                     ResourceKind::Track => {}
                 }
                 if let Some(known) = member.resources.get_mut(&info.id) {

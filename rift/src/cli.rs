@@ -67,4 +67,7 @@ pub enum Command {
         #[arg(value_name = "OUT")]
         out: Option<PathBuf>,
     },
+    /// Stay in the room with a prompt: list, provide, download, stop, chat, and expose or
+    /// forward TCP ports (`help` at the prompt lists the commands).
+    Room,
 }

@@ -9,7 +9,8 @@
 //!
 //! # Layout
 //! - [`cli`]: the command line ([`Cli`]).
-//! - [`send`] and [`receive`]: the two commands, each a loop over room events.
+//! - [`send`] and [`receive`]: the file drop commands, each a loop over room events.
+//! - [`room`]: `rift room`, the interactive prompt (files, chat, exposed and forwarded ports).
 //! - [`names`]: which offered names are safe to write under the output directory.
 //! - [`secret`]: generated secrets people can read aloud.
 //! - [`progress`], [`qr`]: what a person sees on the terminal.
@@ -22,6 +23,7 @@ pub mod names;
 pub mod progress;
 pub mod qr;
 pub mod receive;
+pub mod room;
 pub mod secret;
 pub mod send;
 
@@ -64,6 +66,17 @@ pub async fn run(cli: Cli) -> anyhow::Result<i32> {
             };
             let options = room_options(&cli, secret).await?;
             receive::run(options, out.clone(), *force).await
+        }
+        cli::Command::Room => {
+            let (secret, generated) = match secret_from(&cli)? {
+                Some(s) => (s, false),
+                None => (
+                    secret::generate().context("no random numbers from the operating system")?,
+                    true,
+                ),
+            };
+            let options = room_options(&cli, secret).await?;
+            room::run(options, generated).await
         }
     }
 }

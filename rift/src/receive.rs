@@ -223,7 +223,7 @@ async fn start(room: &Room, p: &Pending) -> anyhow::Result<()> {
 }
 
 /// Checks the `.part` file's size and renames it into place.
-fn finish(target: &Path, size: Option<u64>, force: bool) -> Result<(), String> {
+pub(crate) fn finish(target: &Path, size: Option<u64>, force: bool) -> Result<(), String> {
     let part = part_path(target);
     let len = std::fs::metadata(&part)
         .map_err(|e| format!("cannot read {}: {e}", part.display()))?

@@ -104,7 +104,7 @@ fn walk(dir: &Path, prefix: &str, out: &mut Vec<Offer>) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn new_id() -> anyhow::Result<ResourceId> {
+pub(crate) fn new_id() -> anyhow::Result<ResourceId> {
     let mut b = [0u8; 8];
     getrandom::fill(&mut b).context("no random numbers from the operating system")?;
     Ok(ResourceId(format!(

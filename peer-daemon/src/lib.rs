@@ -6,6 +6,10 @@
 //!   synthetic test pattern and tone all sit behind them. [`source::open_video`] and
 //!   [`source::open_audio`] turn the config into a source.
 //! - [`synthetic`]: the moving test pattern with a clock, and the tone with noise (CI, demos).
+//! - [`alsa_capture`]: microphones through ALSA (48 kHz mono, 10 ms frames).
+//! - [`denoise`]: RNNoise and gain, wrapped around any audio source.
 
+pub mod alsa_capture;
+pub mod denoise;
 pub mod source;
 pub mod synthetic;

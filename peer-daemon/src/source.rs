@@ -9,6 +9,8 @@ use std::time::Instant;
 
 use serde::Deserialize;
 
+use crate::alsa_capture::AlsaCapture;
+use crate::denoise::Processed;
 use crate::synthetic::{SyntheticAudio, SyntheticVideo};
 
 /// Samples per audio frame: 10 ms at 48 kHz (RNNoise's frame size).
@@ -158,11 +160,10 @@ pub fn open_video(config: &VideoConfig) -> Result<Box<dyn VideoSource>, DeviceEr
 
 /// Opens the configured microphone (or the synthetic tone), with denoise and gain applied.
 pub fn open_audio(config: &AudioConfig) -> Result<Box<dyn AudioSource>, DeviceError> {
-    if config.pcm == SYNTHETIC {
-        return Ok(Box::new(SyntheticAudio::new()));
-    }
-    Err(DeviceError::Missing(format!(
-        "{}: ALSA capture is not supported yet (set pcm = \"synthetic\")",
-        config.pcm
-    )))
+    let raw: Box<dyn AudioSource> = if config.pcm == SYNTHETIC {
+        Box::new(SyntheticAudio::new())
+    } else {
+        Box::new(AlsaCapture::open(&config.pcm)?)
+    };
+    Ok(Box::new(Processed::new(raw, config.denoise, config.gain_db)?))
 }

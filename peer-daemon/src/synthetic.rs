@@ -174,8 +174,9 @@ fn draw_glyph(luma: &mut [u8], w: usize, h: usize, x: usize, y: usize, scale: us
     }
 }
 
-/// A tone with noise: a sine (440 Hz by default) plus white noise, 48 kHz mono, paced in real
-/// time at 10 ms per frame.
+/// A tone with noise: a hum of 220 Hz and its overtones plus white noise, 48 kHz mono, paced in
+/// real time at 10 ms per frame. Overtones make it voice-like enough that RNNoise (on by default)
+/// keeps it: a pure sine is often taken for noise and removed.
 #[derive(Debug)]
 pub struct SyntheticAudio {
     tone: Tone,
@@ -183,9 +184,10 @@ pub struct SyntheticAudio {
 }
 
 impl SyntheticAudio {
-    /// 440 Hz at about -12 dBFS peak with noise about 20 dB below the tone.
+    /// 220 Hz with 11 overtones (fundamental 5000, overtone `h` at 5000/h), noise about 20 dB
+    /// below the tone.
     pub fn new() -> Self {
-        Self::with_tone(Tone::new(440.0, 8000.0, 800.0, 0x5eed))
+        Self::with_tone(Tone::new(220.0, 5000.0, 800.0, 0x5eed).with_harmonics(12))
     }
 
     /// A source producing the given tone.
@@ -211,14 +213,17 @@ impl AudioSource for SyntheticAudio {
     }
 }
 
-/// A sine plus uniform white noise, generated sample by sample without pacing (tests and the
-/// denoise test signal use it directly).
+/// A sine (with optional overtones) plus uniform white noise, generated sample by sample without
+/// pacing (tests and the denoise test signal use it directly).
 #[derive(Debug, Clone)]
 pub struct Tone {
     /// Radians per sample.
     step: f32,
     phase: f32,
     amplitude: f32,
+    /// Partials: the fundamental and its overtones up to this multiple, partial `h` at
+    /// `amplitude / h` (a sawtooth-like, voice-like spectrum).
+    harmonics: u32,
     noise: f32,
     rng: u64,
 }
@@ -231,9 +236,17 @@ impl Tone {
             step: TAU * freq / AUDIO_RATE as f32,
             phase: 0.0,
             amplitude,
+            harmonics: 1,
             noise,
             rng: seed | 1,
         }
+    }
+
+    /// Adds overtones up to `harmonics` times the fundamental (at most 48, and below 20 kHz).
+    pub fn with_harmonics(mut self, harmonics: u32) -> Self {
+        let audible = (20_000.0 / (self.step / TAU * AUDIO_RATE as f32).max(1.0)) as u32;
+        self.harmonics = harmonics.clamp(1, 48).min(audible.max(1));
+        self
     }
 
     /// The next sample.
@@ -244,7 +257,10 @@ impl Tone {
         self.rng ^= self.rng >> 27;
         let r = self.rng.wrapping_mul(0x2545_f491_4f6c_dd1d) >> 40; // 24 bits
         let noise = (r as f32 / (1u64 << 23) as f32 - 1.0) * self.noise;
-        let v = self.amplitude * self.phase.sin() + noise;
+        let mut v = noise;
+        for h in 1..=self.harmonics {
+            v += self.amplitude / h as f32 * (self.phase * h as f32).sin();
+        }
         self.phase = (self.phase + self.step) % TAU;
         v.clamp(i16::MIN as f32, i16::MAX as f32) as i16
     }

@@ -13,6 +13,9 @@ APT_PACKAGES += curl rustc-web cargo-web libstd-rust-web-dev:arm64 gcc-aarch64-l
 	libc6-dev-arm64-cross qemu-user-static binfmt-support
 # The image's boot-time scripts, tested by make test (image/test-scripts.sh).
 APT_PACKAGES += wpasupplicant qrencode
+# Peer daemon devices (issue 8): ALSA capture links libasound; v4l's bindings come from bindgen
+# (libclang) at build time.
+APT_PACKAGES += libasound2-dev libclang-dev
 APT_STAMP := target/.apt-packages
 
 .PHONY: run test bench web web-deps deps test-rust test-web clippy fmt fuzz clean
@@ -74,6 +77,8 @@ bench: web
 	@# rift: 500 MB rift to rift through the relay, raw TCP over loopback beside it.
 	$(CARGO) build --release -p rift
 	unshare -n rift/bench/throughput.sh $(CURDIR)/target/release/keksbox $(CURDIR)/target/release/rift
+	@# Peer daemon devices: RNNoise per 10 ms frame, test pattern and camera format conversion.
+	$(CARGO) run --release -q -p keksbox-peer --example devices-bench
 
 clippy:
 	$(CARGO) clippy --workspace --all-targets -- -D warnings

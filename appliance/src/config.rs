@@ -20,6 +20,7 @@ pub struct Config {
     pub webrtc: WebrtcConfig,
     pub tls: crate::tls::TlsConfig,
     pub mdns: crate::mdns::MdnsConfig,
+    pub turn: crate::turn::TurnConfig,
 }
 
 /// `[server]`
@@ -168,6 +169,7 @@ impl Config {
         );
         self.tls.validate()?;
         self.mdns.host()?;
+        self.turn.validate()?;
         anyhow::ensure!(
             l.send_queue_bytes >= l.max_message_size,
             "limits.send_queue_bytes ({}) must be at least limits.max_message_size ({}), or no \
@@ -221,6 +223,7 @@ mod tests {
             ("[webrtc]\nstunn = \"x\"", "stunn"),
             ("[tls]\ncert = \"x\"", "cert"),
             ("[mdns]\nname = \"x\"", "name"),
+            ("[turn]\nport_min = 1", "port_min"),
         ] {
             let err = format!("{:#}", Config::parse(text).expect_err(text));
             assert!(err.contains(name), "{err} should name {name}");
@@ -242,6 +245,8 @@ mod tests {
             "[tls]\nhandshake_timeout_secs = 0",
             "[tls]\nextra_names = \"not-a-list\"",
             "[mdns]\nhost_name = \"two words\"",
+            "[turn]\nallowed_prefixes = [\"lan\"]",
+            "[turn]\nrelay_port_min = 60000\nrelay_port_max = 50000",
             "[tls]\ncert_file = \"/etc/cert.pem\"",
             "[tls]\nextra_names = [\"no way\"]",
             "not toml at all [",

@@ -40,7 +40,10 @@ pub async fn route(state: Arc<State>, peer: String, slot: Arc<Slot>, req: Reques
     }
     let response = match path.as_str() {
         "/version" => text(StatusCode::OK, &format!("{}\n", crate::VERSION)),
-        "/config.json" => json_response(&client_config(&state)),
+        "/config.json" => json_response(&client_config(
+            &state,
+            req.extensions().get::<crate::LocalAddr>().map(|l| l.0),
+        )),
         "/" | "/index.html" => page(&state, &req, "index.html"),
         "/room" | "/room.html" => page(&state, &req, "room.html"),
         _ => match path.strip_prefix("/room/") {
@@ -65,10 +68,46 @@ pub async fn route(state: Arc<State>, peer: String, slot: Arc<Slot>, req: Reques
     response
 }
 
-/// What `/config.json` tells browsers: ICE servers only when configured.
-pub fn client_config(state: &State) -> serde_json::Value {
+/// What `/config.json` tells browsers and native clients: the ICE servers configured under
+/// `[webrtc]`, and the box's own STUN/TURN at `local` (the address the request arrived on,
+/// which the client can reach, unlike a `.local` name it may not resolve) with a fresh
+/// credential. keks-meet's single-valued keys (`stun`, `turn`, `turn_user`, `turn_cred`)
+/// name the box's server unless `[webrtc]` sets them; `ice_servers` lists all of them in the
+/// browser's `RTCIceServer` shape.
+pub fn client_config(state: &State, local: Option<std::net::SocketAddr>) -> serde_json::Value {
     let w = &state.config.webrtc;
     let mut webrtc = serde_json::Map::new();
+    let mut ice_servers = Vec::new();
+    if let Some(stun) = &w.stun {
+        ice_servers.push(json!({ "urls": [stun] }));
+    }
+    if let Some(turn) = &w.turn {
+        ice_servers.push(json!({ "urls": [turn], "username": w.turn_user, "credential": w.turn_cred }));
+    }
+    let own = state.turn.as_ref().zip(local).and_then(|(turn, local)| {
+        let listener = turn.listener_for(local.ip())?;
+        match turn.credentials() {
+            Ok(c) => Some((listener, c)),
+            Err(e) => {
+                log::error!("cannot make TURN credentials: {e}");
+                None
+            }
+        }
+    });
+    if let Some((listener, c)) = &own {
+        let (stun, turn) = (crate::turn::url("stun", *listener), crate::turn::url("turn", *listener));
+        ice_servers.push(json!({ "urls": [stun] }));
+        ice_servers.push(json!({ "urls": [turn], "username": c.username, "credential": c.password }));
+        webrtc.insert("stun".into(), json!(stun));
+        webrtc.insert("turn".into(), json!(turn));
+        webrtc.insert("turn_user".into(), json!(c.username));
+        webrtc.insert("turn_cred".into(), json!(c.password));
+    }
+    // What [webrtc] sets wins for keks-meet's keys: a person chose that server.
+    if w.turn.is_some() {
+        webrtc.remove("turn_user");
+        webrtc.remove("turn_cred");
+    }
     for (key, value) in [
         ("stun", &w.stun),
         ("turn", &w.turn),
@@ -78,6 +117,10 @@ pub fn client_config(state: &State) -> serde_json::Value {
         if let Some(v) = value {
             webrtc.insert(key.into(), json!(v));
         }
+    }
+    // Without the box's own server the keks-meet keys say it all, as they always did.
+    if own.is_some() {
+        webrtc.insert("ice_servers".into(), json!(ice_servers));
     }
     let mut config = json!({ "webrtc": webrtc });
     // keksbox's own addition: the certificate fingerprint, for the start page to show next to

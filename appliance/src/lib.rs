@@ -29,6 +29,8 @@
 //! - [`tls`]: the generated (or configured) certificate, its fingerprint, the rustls acceptor;
 //!   [`serve_listener`] runs the TLS handshake in each connection's task before HTTP.
 //! - [`mdns`]: announces `keksbox.local`, `_https._tcp` and `_keksmeet._tcp`.
+//! - [`turn`]: STUN and TURN, so the box carries calls between peers that cannot reach each
+//!   other; `/config.json` hands out its address and fresh credentials.
 
 pub mod admission;
 pub mod assets;
@@ -41,6 +43,7 @@ pub mod platform;
 mod redirect;
 pub mod relay;
 pub mod tls;
+pub mod turn;
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -76,7 +79,14 @@ pub struct State {
     pub tasks: TaskSet,
     /// The TLS certificate's fingerprint, shown on the start page; `None` without TLS.
     pub fingerprint: Option<tls::Fingerprint>,
+    /// The STUN/TURN service, whose address and credentials `/config.json` hands out.
+    pub turn: Option<Arc<turn::Turn>>,
 }
+
+/// The local address a connection was accepted on (a request extension): `/config.json`
+/// names the TURN server by the address the client reached, not by a `.local` name.
+#[derive(Debug, Clone, Copy)]
+pub struct LocalAddr(pub SocketAddr);
 
 /// Serves plain HTTP and signaling on `listener` until `shutdown` completes.
 pub async fn serve_plain_http(
@@ -84,7 +94,7 @@ pub async fn serve_plain_http(
     listener: TcpListener,
     shutdown: impl Future<Output = ()>,
 ) -> anyhow::Result<()> {
-    serve_listener(config, listener, None, None, shutdown).await
+    serve_listener(config, listener, None, None, None, shutdown).await
 }
 
 /// Serves the web client and signaling on `listener` until `shutdown` completes, with a TLS
@@ -95,6 +105,7 @@ pub async fn serve_listener(
     listener: TcpListener,
     tls: Option<tls::Acceptor>,
     watchdog: Option<Duration>,
+    turn: Option<Arc<turn::Turn>>,
     shutdown: impl Future<Output = ()>,
 ) -> anyhow::Result<()> {
     let (stop_tx, stop_rx) = watch::channel(false);
@@ -106,6 +117,7 @@ pub async fn serve_listener(
         shutdown: stop_rx,
         tasks: TaskSet::default(),
         fingerprint: tls.as_ref().map(tls::Acceptor::fingerprint),
+        turn,
         config,
     });
     if !state.assets.is_built() {
@@ -181,23 +193,29 @@ fn spawn_connection(
     tls: Option<&tls::Acceptor>,
 ) {
     let _ = stream.set_nodelay(true);
+    let local = stream.local_addr().ok();
     let state2 = state.clone();
     let tls = tls.cloned();
     state.tasks.spawn(async move {
         // The handshake runs here, in the connection's own task, so a slow client never
         // holds up the accept loop; the acceptor bounds how long it may take.
         match tls {
-            None => serve_http_connection(state2, stream, peer, slot).await,
+            None => serve_http_connection(state2, stream, peer, local, slot).await,
             Some(acceptor) => match acceptor.accept(stream).await {
-                Ok(stream) => serve_http_connection(state2, stream, peer, slot).await,
+                Ok(stream) => serve_http_connection(state2, stream, peer, local, slot).await,
                 Err(e) => debug!("connection from {peer}: {e}"),
             },
         }
     });
 }
 
-async fn serve_http_connection<IO>(state: Arc<State>, io: IO, peer: SocketAddr, slot: Arc<Slot>)
-where
+async fn serve_http_connection<IO>(
+    state: Arc<State>,
+    io: IO,
+    peer: SocketAddr,
+    local: Option<SocketAddr>,
+    slot: Arc<Slot>,
+) where
     IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
     let state2 = state.clone();
@@ -207,7 +225,10 @@ where
         let peer_s = peer.to_string();
         // The slot travels with each request: an upgraded WebSocket keeps it after this
         // HTTP connection task has ended.
-        let service = service_fn(move |req| {
+        let service = service_fn(move |mut req: hyper::Request<hyper::body::Incoming>| {
+            if let Some(local) = local {
+                req.extensions_mut().insert(LocalAddr(local));
+            }
             let state = state2.clone();
             let peer = peer_s.clone();
             let slot = slot.clone();

@@ -193,6 +193,7 @@ pub async fn run_appliance(
     shutdown: impl Future<Output = ()>,
 ) -> anyhow::Result<()> {
     let local = listeners.main.local_addr().context("the listener has no address")?;
+    let turn = start_turn(&config, local, state_dir.clone()).await;
     let acceptor = if config.tls.enabled {
         let dir = match (&config.tls.cert_file, state_dir) {
             (Some(_), dir) => dir.unwrap_or_default(),
@@ -246,17 +247,39 @@ pub async fn run_appliance(
 
     notify(&[NotifyState::Ready, NotifyState::Status(&format!("serving {url}"))]);
     let watchdog = sd_notify::watchdog_enabled();
-    let result = crate::serve_listener(config, listeners.main, acceptor, watchdog, async {
+    let result = crate::serve_listener(config, listeners.main, acceptor, watchdog, turn.clone(), async {
         shutdown.await;
         notify(&[NotifyState::Stopping]);
     })
     .await;
 
     let _ = stop_tx.send(true);
+    if let Some(turn) = turn {
+        turn.close().await;
+    }
     if let Some(announcer) = announcer {
         let _ = tokio::task::spawn_blocking(move || announcer.stop()).await;
     }
     result
+}
+
+/// Starts STUN/TURN (issue 9) when `turn.enabled`; a failure (the port taken) is logged and
+/// the box serves meetings without it, as peers that reach each other need none.
+async fn start_turn(config: &Config, local: SocketAddr, state_dir: Option<PathBuf>) -> Option<Arc<crate::turn::Turn>> {
+    if !config.turn.enabled {
+        return None;
+    }
+    let started = match self::state_dir(state_dir) {
+        Ok(dir) => crate::turn::Turn::start_for(&config.turn, local.ip(), &dir).await,
+        Err(e) => Err(e),
+    };
+    match started {
+        Ok(turn) => Some(Arc::new(turn)),
+        Err(e) => {
+            log::error!("STUN/TURN is off: {e:#}");
+            None
+        }
+    }
 }
 
 /// Pings the systemd watchdog every half `interval` (as sd_watchdog_enabled(3) recommends),

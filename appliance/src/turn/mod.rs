@@ -1,0 +1,383 @@
+//! STUN and TURN on the appliance, for peers that cannot reach each other (client isolation
+//! on guest Wi-Fi, VLANs, `.local` candidates nobody resolves): the box carries the call.
+//!
+//! The protocol is webrtc-rs's `turn` crate ([`webrtc_turn::server::Server`]); what this
+//! module adds is the appliance's policy around it:
+//! - [`auth`]: credentials that expire (`expiry:random`, HMAC-SHA1 with a secret in the
+//!   state directory), fresh for every `/config.json` request.
+//! - [`policy`]: allowed peers (by default the box's own networks; the box itself only on
+//!   relay ports), allocation caps per client and in total, a bandwidth cap per allocation,
+//!   counters of what was refused.
+//! - [`conn`]: wrappers around the server's sockets that apply the policy.
+//!
+//! # Data flow
+//! ```text
+//! client ─UDP─► ListenConn (quota / peer checks, 403 486 508) ─► turn Server ─► AuthHandler
+//!                                                     Allocate ─► RelayGenerator ─► RelayConn
+//! peer ◄─UDP─► RelayConn (peer check, token bucket, expiry) ◄─► turn Server ◄─► client
+//! ```
+//! One listener per address of the box that `server.bind` covers, so the relayed address an
+//! allocation gets is on the interface its client reached: peers on another interface reach
+//! it through the box's routing, not through forwarding.
+//!
+//! UDP only for now: TURN over TCP (for networks that block UDP) is not served yet.
+
+pub mod auth;
+mod conn;
+pub mod policy;
+
+use std::net::{IpAddr, SocketAddr};
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime};
+
+use anyhow::Context as _;
+use ipnet::IpNet;
+use serde::{Deserialize, Serialize};
+use tokio::net::UdpSocket;
+use webrtc_turn::server::Server;
+use webrtc_turn::server::config::{ConnConfig, ServerConfig};
+
+pub use auth::{Credentials, Secret};
+pub use policy::StatsSnapshot;
+
+use conn::{Current, ListenConn, RelayGenerator, Shared};
+use policy::{Policy, Quota, Stats};
+
+/// The realm in TURN's long-term credentials.
+pub const REALM: &str = "keksbox";
+
+/// `[turn]`: the STUN and TURN server.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TurnConfig {
+    pub enabled: bool,
+    pub port: u16,
+    pub relay_port_min: u16,
+    pub relay_port_max: u16,
+    pub allowed_prefixes: Vec<String>,
+    pub max_allocations: usize,
+    pub max_allocations_per_client: usize,
+    pub allocation_bytes_per_sec: u64,
+    pub credential_ttl_secs: u64,
+}
+
+// These mirror config/default.toml; a test checks that the two agree.
+impl Default for TurnConfig {
+    fn default() -> Self {
+        TurnConfig {
+            enabled: true,
+            port: 3478,
+            relay_port_min: 49152,
+            relay_port_max: 49663,
+            allowed_prefixes: Vec::new(),
+            max_allocations: 256,
+            max_allocations_per_client: 40,
+            allocation_bytes_per_sec: 8 << 20,
+            credential_ttl_secs: 86400,
+        }
+    }
+}
+
+impl TurnConfig {
+    pub fn validate(&self) -> anyhow::Result<()> {
+        for (name, value) in [
+            ("turn.relay_port_min", u64::from(self.relay_port_min)),
+            ("turn.relay_port_max", u64::from(self.relay_port_max)),
+            ("turn.max_allocations", self.max_allocations as u64),
+            (
+                "turn.max_allocations_per_client",
+                self.max_allocations_per_client as u64,
+            ),
+            ("turn.allocation_bytes_per_sec", self.allocation_bytes_per_sec),
+            ("turn.credential_ttl_secs", self.credential_ttl_secs),
+        ] {
+            anyhow::ensure!(value > 0, "{name} must be greater than 0");
+        }
+        anyhow::ensure!(
+            self.relay_port_min <= self.relay_port_max,
+            "turn.relay_port_min ({}) must not exceed turn.relay_port_max ({})",
+            self.relay_port_min,
+            self.relay_port_max
+        );
+        anyhow::ensure!(
+            !(self.relay_port_min..=self.relay_port_max).contains(&self.port),
+            "turn.port ({}) lies in the relay port range",
+            self.port
+        );
+        self.prefixes()?;
+        Ok(())
+    }
+
+    /// The configured prefixes, parsed; empty means the box's own networks.
+    pub fn prefixes(&self) -> anyhow::Result<Vec<IpNet>> {
+        self.allowed_prefixes
+            .iter()
+            .map(|p| {
+                p.parse::<IpNet>()
+                    .map(|n| n.trunc())
+                    .with_context(|| format!("turn.allowed_prefixes: {p:?} is not a prefix like \"192.168.1.0/24\""))
+            })
+            .collect()
+    }
+}
+
+/// The running STUN and TURN service.
+pub struct Turn {
+    servers: Vec<Server>,
+    listening: Vec<SocketAddr>,
+    secret: Secret,
+    ttl: Duration,
+    shared: Arc<Shared>,
+}
+
+impl std::fmt::Debug for Turn {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Turn")
+            .field("listening", &self.listening)
+            .finish_non_exhaustive()
+    }
+}
+
+/// What to listen on and whom to relay to: found from the interfaces, or given by a test.
+#[derive(Debug, Clone)]
+pub struct Addresses {
+    /// One listener each (the box's addresses that `server.bind` covers).
+    pub listen: Vec<IpAddr>,
+    /// The box's own addresses (peers there only on relay ports).
+    pub own: Vec<IpAddr>,
+    /// Where peers may be when `turn.allowed_prefixes` is empty.
+    pub networks: Vec<IpNet>,
+}
+
+impl Addresses {
+    /// From the interfaces of this machine. With `server.bind` on one address, TURN listens
+    /// there only; on a loopback address (a developer's box) loopback peers are allowed too,
+    /// else only the LAN's networks.
+    pub fn probe(bind: IpAddr) -> Self {
+        let interfaces = if_addrs::get_if_addrs().unwrap_or_default();
+        let mut own = Vec::new();
+        let mut networks = Vec::new();
+        for i in &interfaces {
+            let ip = i.ip();
+            if matches!(ip, IpAddr::V6(v6) if v6.is_unicast_link_local()) {
+                // Link-local IPv6 needs a zone in a URL; browsers use the v4 or global ones.
+                continue;
+            }
+            own.push(ip);
+            let net = match &i.addr {
+                if_addrs::IfAddr::V4(a) => IpNet::with_netmask(IpAddr::V4(a.ip), IpAddr::V4(a.netmask)),
+                if_addrs::IfAddr::V6(a) => IpNet::with_netmask(IpAddr::V6(a.ip), IpAddr::V6(a.netmask)),
+            };
+            match net {
+                Ok(net) if !ip.is_loopback() || bind.is_loopback() => networks.push(net.trunc()),
+                _ => {}
+            }
+        }
+        let listen = if bind.is_unspecified() {
+            own.iter()
+                .copied()
+                .filter(|ip| ip.is_ipv4() == bind.is_ipv4() || bind.is_ipv6())
+                .collect()
+        } else {
+            vec![bind]
+        };
+        Addresses { listen, own, networks }
+    }
+}
+
+impl Turn {
+    /// Starts the service for the appliance: the secret from `state_dir`, the addresses from
+    /// the interfaces.
+    pub async fn start_for(config: &TurnConfig, bind: IpAddr, state_dir: &Path) -> anyhow::Result<Turn> {
+        let secret = Secret::load_or_create(state_dir)
+            .with_context(|| format!("cannot keep the TURN secret in {}", state_dir.display()))?;
+        Turn::start(config, &Addresses::probe(bind), secret).await
+    }
+
+    /// Starts one listener per address of `addresses.listen` on `config.port` (0: a free
+    /// port, the same on every address).
+    pub async fn start(config: &TurnConfig, addresses: &Addresses, secret: Secret) -> anyhow::Result<Turn> {
+        config.validate()?;
+        let mut allowed = config.prefixes()?;
+        if allowed.is_empty() {
+            allowed = addresses.networks.clone();
+        }
+        let shared = Arc::new(Shared {
+            policy: Policy::new(
+                allowed,
+                addresses.own.clone(),
+                config.relay_port_min..=config.relay_port_max,
+            ),
+            quota: Quota::new(config.max_allocations, config.max_allocations_per_client),
+            stats: Arc::new(Stats::default()),
+            relay_ports: (config.relay_port_min, config.relay_port_max),
+            bytes_per_sec: config.allocation_bytes_per_sec,
+        });
+        let mut port = config.port;
+        let mut servers = Vec::new();
+        let mut listening = Vec::new();
+        for &ip in &addresses.listen {
+            let addr = SocketAddr::new(ip, port);
+            let socket = UdpSocket::bind(addr).await.map_err(|e| {
+                anyhow::anyhow!("cannot bind the TURN port {addr} (UDP): {e} (set turn.port, or turn.enabled = false)")
+            })?;
+            let local = socket.local_addr()?;
+            port = local.port();
+            let current = Arc::new(Current::default());
+            let last_expiry = Arc::new(Mutex::new(None));
+            let server = Server::new(ServerConfig {
+                conn_configs: vec![ConnConfig {
+                    conn: Arc::new(ListenConn {
+                        inner: socket,
+                        shared: shared.clone(),
+                        current: current.clone(),
+                    }),
+                    relay_addr_generator: Box::new(RelayGenerator {
+                        shared: shared.clone(),
+                        ip,
+                        current,
+                        last_expiry: last_expiry.clone(),
+                    }),
+                }],
+                realm: REALM.to_owned(),
+                auth_handler: Arc::new(auth::AuthHandler {
+                    secret: secret.clone(),
+                    stats: shared.stats.clone(),
+                    last_expiry,
+                }),
+                channel_bind_timeout: Duration::ZERO,
+                alloc_close_notify: None,
+            })
+            .await
+            .with_context(|| format!("cannot start the TURN server on {local}"))?;
+            servers.push(server);
+            listening.push(local);
+        }
+        log::info!(
+            "STUN/TURN on UDP {} (relaying to {}; relay ports {}-{})",
+            listening.iter().map(ToString::to_string).collect::<Vec<_>>().join(", "),
+            shared
+                .policy
+                .allowed()
+                .iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>()
+                .join(", "),
+            config.relay_port_min,
+            config.relay_port_max
+        );
+        Ok(Turn {
+            servers,
+            listening,
+            secret,
+            ttl: Duration::from_secs(config.credential_ttl_secs),
+            shared,
+        })
+    }
+
+    /// The addresses listened on.
+    pub fn listening(&self) -> &[SocketAddr] {
+        &self.listening
+    }
+
+    /// The listener for a client that reached the box at `local`, if there is one.
+    pub fn listener_for(&self, local: IpAddr) -> Option<SocketAddr> {
+        let local = local.to_canonical();
+        self.listening.iter().copied().find(|a| a.ip() == local)
+    }
+
+    /// A fresh credential.
+    pub fn credentials(&self) -> std::io::Result<Credentials> {
+        self.secret.issue(SystemTime::now(), self.ttl)
+    }
+
+    pub fn stats(&self) -> StatsSnapshot {
+        self.shared.stats.snapshot(self.shared.quota.total())
+    }
+
+    /// Stops every listener and ends every allocation.
+    pub async fn close(&self) {
+        for server in &self.servers {
+            let _ = server.close().await;
+        }
+    }
+}
+
+/// The URL of `addr` for `scheme` (`stun` or `turn`), brackets around IPv6.
+pub fn url(scheme: &str, addr: SocketAddr) -> String {
+    match addr.ip() {
+        IpAddr::V4(ip) => format!("{scheme}:{ip}:{}", addr.port()),
+        IpAddr::V6(ip) => format!("{scheme}:[{ip}]:{}", addr.port()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bad_turn_configs_are_refused() {
+        for (cfg, word) in [
+            (
+                TurnConfig {
+                    relay_port_min: 0,
+                    ..Default::default()
+                },
+                "relay_port_min",
+            ),
+            (
+                TurnConfig {
+                    relay_port_min: 50000,
+                    relay_port_max: 49999,
+                    ..Default::default()
+                },
+                "exceed",
+            ),
+            (
+                TurnConfig {
+                    port: 49200,
+                    ..Default::default()
+                },
+                "relay port range",
+            ),
+            (
+                TurnConfig {
+                    max_allocations: 0,
+                    ..Default::default()
+                },
+                "max_allocations",
+            ),
+            (
+                TurnConfig {
+                    allowed_prefixes: vec!["10.0.0.0/33".into()],
+                    ..Default::default()
+                },
+                "prefix",
+            ),
+            (
+                TurnConfig {
+                    allowed_prefixes: vec!["lan".into()],
+                    ..Default::default()
+                },
+                "prefix",
+            ),
+        ] {
+            let err = format!("{:#}", cfg.validate().expect_err(word));
+            assert!(err.contains(word), "{err} should say {word}");
+        }
+        assert!(TurnConfig::default().validate().is_ok());
+    }
+
+    #[test]
+    fn urls() {
+        assert_eq!(
+            url("turn", "10.0.0.1:3478".parse().unwrap_or_else(|_| unreachable!())),
+            "turn:10.0.0.1:3478"
+        );
+        assert_eq!(
+            url("stun", "[fd00::1]:3478".parse().unwrap_or_else(|_| unreachable!())),
+            "stun:[fd00::1]:3478"
+        );
+    }
+}

@@ -27,7 +27,7 @@ file -b "$keksbox_bin" | grep -q 'ARM aarch64.*statically linked' ||
 BOOT_START=8
 BOOT_SIZE=256
 
-work=$(mktemp -d "$(dirname "$out")/assemble.XXXXXX")
+work=$(mktemp -d "$(readlink -f "$(dirname "$out")")/assemble.XXXXXX")
 trap 'rm -rf "$work"' EXIT
 root=$work/root
 mkdir "$root"
@@ -55,9 +55,12 @@ systemctl --root="$root" --quiet enable keksbox.service systemd-networkd.service
     systemd-resolved.service systemd-timesyncd.service keksbox-firstboot.service \
     keksbox-bootfiles.service keksbox-banner.service keksbox-clock.timer
 # sshd only when ssh-authorized-keys.txt holds a key (keksbox-bootfiles starts it).
-systemctl --root="$root" --quiet disable ssh.service
-# No login prompts (tty1 shows the banner; serial consoles get none either).
-systemctl --root="$root" --quiet mask getty.target
+# Debian's wpa_supplicant.service (D-Bus only, for NetworkManager) is not used:
+# keksbox-wifi.service runs wpa_supplicant on wlan0 when wifi.txt asks for it.
+systemctl --root="$root" --quiet disable ssh.service wpa_supplicant.service
+# No login prompts (tty1 shows the banner; serial consoles get none either), and no
+# first-boot questions (locale, time zone, root password) on a console nobody watches.
+systemctl --root="$root" --quiet mask getty.target systemd-firstboot.service
 # No password for anyone: root logs in over SSH with a key or not at all.
 sed -i 's/^root:[^:]*:/root:*:/' "$root/etc/shadow"
 

@@ -96,7 +96,7 @@ boot() {
 # Waits until the serial log has a line matching $2, or fails.
 wait_log() {
     local n=$1 pattern=$2 what=$3
-    while ! tr -d '\r' < "$work/boot$n.log" 2>/dev/null | grep -q -- "$pattern"; do
+    while ! tr -d '\r' 2>/dev/null < "$work/boot$n.log" | grep -q -- "$pattern"; do
         kill -0 "$qemu_pid" 2>/dev/null || fail "boot $n: qemu exited before $what ($(cat "$work/qemu$n.out"))"
         [ $(($(date +%s) - boot_start)) -lt "$BOOT_TIMEOUT" ] || fail "boot $n: no $what within $BOOT_TIMEOUT s"
         sleep 2
@@ -195,6 +195,7 @@ state=$(remote systemctl is-active keksbox.service) || fail "boot 2: no SSH with
 running=$(remote systemctl is-system-running --wait) ||
     fail "boot 2: the system is $running: $(remote systemctl --failed --no-legend)"
 echo "image-test: boot 2: root over SSH with the key: keksbox.service $state, system $running"
+remote systemd-analyze time | head -1 | sed 's/^/image-test: boot 2: /'
 remote 'test ! -e /etc/ssh/ssh_host_ed25519_key.pub || ssh-keygen -lf /etc/ssh/ssh_host_ed25519_key.pub' | sed 's/^/image-test: boot 2: host key made on the box: /'
 
 # An update over SSH (the same binary: what is tested is the way, and that state survives).

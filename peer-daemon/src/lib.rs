@@ -5,11 +5,19 @@
 //!   blocking sources, each run on its own thread; cameras (V4L2), microphones (ALSA) and the
 //!   synthetic test pattern and tone all sit behind them. [`source::open_video`] and
 //!   [`source::open_audio`] turn the config into a source.
+//! - [`config`]: `peer.toml` and the room secret (file or systemd credential).
+//! - [`encode`]: H.264 (openh264) and Opus encoders.
+//! - [`daemon`]: device threads, the room, device loss and return, leaving summoned rooms.
+//! - [`summon`]: the local socket keksbox hands invitations to.
 //! - [`synthetic`]: the moving test pattern with a clock, and the tone with noise (CI, demos).
 //! - [`alsa_capture`]: microphones through ALSA (48 kHz mono, 10 ms frames).
 //! - [`denoise`]: RNNoise and gain, wrapped around any audio source.
 
 pub mod alsa_capture;
 pub mod denoise;
+pub mod config;
+pub mod daemon;
+pub mod encode;
 pub mod source;
+pub mod summon;
 pub mod synthetic;

@@ -37,6 +37,8 @@ ip link set lo up
 BOOT_TIMEOUT=${BOOT_TIMEOUT:-600}
 PORT=8443
 SSH_PORT=2222
+# qemu's monitor, for a picture of the screen (tty1) at the end.
+MONITOR_PORT=4444
 
 work=$(mktemp -d "$(dirname "$img")/image-test.XXXXXX")
 qemu_pid=""
@@ -48,6 +50,7 @@ trap cleanup EXIT
 
 fail() {
     echo "image-test: FAIL: $*" >&2
+    [ -n "$qemu_pid" ] && screendump "$work/fail.ppm" && echo "image-test: the screen is in $work/fail.ppm (KEEP=1 keeps it)" >&2
     for log in "$work"/boot*.log; do
         [ -f "$log" ] || continue
         echo "----- last lines of $log -----" >&2
@@ -80,15 +83,27 @@ ssh-keygen -q -t ed25519 -N "" -C image-test -f "$work/id_ed25519"
 ssh_opts=(-p "$SSH_PORT" -i "$work/id_ed25519" -o IdentitiesOnly=yes -o BatchMode=yes
     -o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null -o LogLevel=ERROR -o ConnectTimeout=30)
 
+# A picture of the VM's screen (tty1 on virtio-gpu: what an HDMI screen shows), as PPM.
+screendump() {
+    local out=$1
+    exec 3<>"/dev/tcp/127.0.0.1/$MONITOR_PORT" || return 1
+    echo "screendump $out" >&3
+    for _ in $(seq 20); do [ -s "$out" ] && break; sleep 1; done
+    exec 3>&-
+    [ -s "$out" ]
+}
+
 # Boots once; leaves the serial log in $work/boot$1.log and qemu running.
 boot() {
     local n=$1
-    qemu-system-aarch64 -M virt -cpu cortex-a72 -smp 2 -m 1024 -nographic -no-reboot \
+    qemu-system-aarch64 -M virt -cpu cortex-a72 -smp 2 -m 1024 -no-reboot \
         -kernel "$work/$kernel" -initrd "$work/$initrd" -append "$cmdline" \
         -drive "file=$work/disk.img,format=raw,if=virtio" \
         -nic "user,model=virtio-net-pci,restrict=on,hostfwd=tcp:127.0.0.1:$PORT-:443,hostfwd=tcp:127.0.0.1:$SSH_PORT-:22" \
         -device virtio-rng-pci \
-        -monitor none -serial "file:$work/boot$n.log" -display none </dev/null >"$work/qemu$n.out" 2>&1 &
+        -device virtio-gpu-pci -display none \
+        -monitor "tcp:127.0.0.1:$MONITOR_PORT,server=on,wait=off" \
+        -serial "file:$work/boot$n.log" </dev/null >"$work/qemu$n.out" 2>&1 &
     qemu_pid=$!
     boot_start=$(date +%s)
 }
@@ -133,7 +148,7 @@ check_boot() {
     # for the name the box is reached by.
     local served=""
     while :; do
-        served=$(openssl s_client -connect "127.0.0.1:$PORT" -servername keksbox.local </dev/null 2>/dev/null |
+        served=$(timeout 30 openssl s_client -connect "127.0.0.1:$PORT" -servername keksbox.local </dev/null 2>/dev/null |
             openssl x509 2>/dev/null) && [ -n "$served" ] && break
         [ $(($(date +%s) - boot_start)) -lt "$BOOT_TIMEOUT" ] || fail "boot $n: nothing answers TLS on the forwarded port"
         sleep 2
@@ -201,11 +216,18 @@ remote 'test ! -e /etc/ssh/ssh_host_ed25519_key.pub || ssh-keygen -lf /etc/ssh/s
 # An update over SSH (the same binary: what is tested is the way, and that state survives).
 SSH_OPTS="${ssh_opts[*]}" "$here/update.sh" root@127.0.0.1 "${KEKSBOX_BIN:-$(dirname "$here")/target/debian/aarch64-unknown-linux-gnu/release/keksbox}" ||
     fail "the update over SSH failed"
-after=$(openssl s_client -connect "127.0.0.1:$PORT" -servername keksbox.local </dev/null 2>/dev/null |
+after=$(timeout 30 openssl s_client -connect "127.0.0.1:$PORT" -servername keksbox.local </dev/null 2>/dev/null |
     openssl x509 -noout -fingerprint -sha256 | sed 's/.*=//')
 [ "$after" = "$fp" ] || fail "after the update the box serves $after instead of $fp"
 echo "image-test: after the update keksbox serves the same fingerprint"
 remote sync
+# What an HDMI screen would show: tty1 on the VM's display (virtio-gpu), as a PPM picture.
+if screendump "$work/tty1.ppm"; then
+    cp "$work/tty1.ppm" "$(dirname "$img")/tty1.ppm"
+    echo "image-test: the screen (tty1) is in $(dirname "$img")/tty1.ppm"
+else
+    echo "image-test: no picture of the screen (qemu's screendump did not answer)"
+fi
 power_off
 
 # keksbox.txt on the boot partition: what a person reads by putting the card in a laptop.

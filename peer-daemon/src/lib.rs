@@ -12,12 +12,16 @@
 //! - [`synthetic`]: the moving test pattern with a clock, and the tone with noise (CI, demos).
 //! - [`alsa_capture`]: microphones through ALSA (48 kHz mono, 10 ms frames).
 //! - [`denoise`]: RNNoise and gain, wrapped around any audio source.
+//! - [`v4l2`]: cameras through video4linux (mode negotiation, H.264 passthrough, MJPEG/YUYV).
+//! - [`convert`]: YUYV, padded I420 and MJPEG to I420; SPS/PPS before H.264 keyframes.
 
 pub mod alsa_capture;
-pub mod denoise;
+pub mod convert;
 pub mod config;
 pub mod daemon;
+pub mod denoise;
 pub mod encode;
 pub mod source;
 pub mod summon;
 pub mod synthetic;
+pub mod v4l2;

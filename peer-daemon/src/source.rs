@@ -12,6 +12,7 @@ use serde::Deserialize;
 use crate::alsa_capture::AlsaCapture;
 use crate::denoise::Processed;
 use crate::synthetic::{SyntheticAudio, SyntheticVideo};
+use crate::v4l2::{CameraRequest, PixelFormat, V4l2Camera};
 
 /// Samples per audio frame: 10 ms at 48 kHz (RNNoise's frame size).
 pub const AUDIO_FRAME: usize = 480;
@@ -103,6 +104,9 @@ pub struct VideoConfig {
     pub fps: u32,
     /// Pass H.264 from the camera through when it offers it (instead of encoding ourselves).
     pub h264_passthrough: bool,
+    /// Camera pixel format: `"auto"` (H.264, I420, YUYV, MJPEG, whichever mode is closest) or
+    /// one of `"h264"`, `"i420"`, `"yuyv"`, `"mjpeg"`.
+    pub format: String,
 }
 
 impl Default for VideoConfig {
@@ -113,6 +117,7 @@ impl Default for VideoConfig {
             height: 480,
             fps: 30,
             h264_passthrough: true,
+            format: "auto".into(),
         }
     }
 }
@@ -152,10 +157,13 @@ pub fn open_video(config: &VideoConfig) -> Result<Box<dyn VideoSource>, DeviceEr
     if config.device == SYNTHETIC {
         return Ok(Box::new(SyntheticVideo::new(mode)?));
     }
-    Err(DeviceError::Missing(format!(
-        "{}: V4L2 cameras are not supported yet (set device = \"synthetic\")",
-        config.device
-    )))
+    let request = CameraRequest {
+        device: (!config.device.is_empty()).then(|| config.device.clone().into()),
+        mode,
+        h264_passthrough: config.h264_passthrough,
+        format: PixelFormat::parse(&config.format)?,
+    };
+    Ok(Box::new(V4l2Camera::open(&request)?))
 }
 
 /// Opens the configured microphone (or the synthetic tone), with denoise and gain applied.

@@ -11,7 +11,7 @@ use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
 
-use log::{info, warn};
+use log::{debug, info, warn};
 
 /// File handles kept free of connections: the HTTP redirect's own connections
 /// ([`crate::redirect::MAX_CONNECTIONS`], 64), and 64 more for listeners, the runtime's epoll
@@ -116,6 +116,25 @@ fn canonical(addr: IpAddr) -> IpAddr {
     }
 }
 
+/// The kernel's send and receive buffer of every accepted connection, each (Linux doubles
+/// what is set, for its bookkeeping). Left to themselves they grow with the traffic up to
+/// `net.ipv4.tcp_wmem`/`tcp_rmem` (4 and 6 MiB): a member that does not read, or one the
+/// relay does not read while its budget is spent, would hold megabytes of kernel memory per
+/// connection. Signaling needs little: 32 KiB still moves a chat image at tens of MB/s on
+/// a LAN.
+pub const SOCKET_BUFFER: usize = 32 << 10;
+
+/// Fixes an accepted connection's kernel buffers at [`SOCKET_BUFFER`] (which also stops
+/// their growth); a failure is logged and the connection served anyway.
+pub fn bound_socket_buffers(socket: &impl std::os::fd::AsFd) {
+    use rustix::net::sockopt::{set_socket_recv_buffer_size, set_socket_send_buffer_size};
+    if let Err(e) = set_socket_send_buffer_size(socket, SOCKET_BUFFER)
+        .and_then(|()| set_socket_recv_buffer_size(socket, SOCKET_BUFFER))
+    {
+        debug!("cannot bound a connection's socket buffers: {e}");
+    }
+}
+
 /// Raises the soft open-file limit to the hard one, then returns how many connections fit
 /// beside [`RESERVED_FILES`]: `configured`, or fewer when the limit is lower (logged).
 pub fn fit_to_open_file_limit(configured: usize) -> usize {
@@ -171,5 +190,18 @@ mod tests {
         let _b2 = adm.admit(b).expect("a freed slot");
         drop((a2, b1));
         assert_eq!(adm.total(), 1);
+    }
+
+    #[test]
+    fn socket_buffers_are_fixed() {
+        use rustix::net::sockopt::{socket_recv_buffer_size, socket_send_buffer_size};
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        let client = std::net::TcpStream::connect(listener.local_addr().expect("addr")).expect("connect");
+        let (accepted, _) = listener.accept().expect("accept");
+        bound_socket_buffers(&accepted);
+        // Linux doubles the value set.
+        assert_eq!(socket_send_buffer_size(&accepted).expect("get"), 2 * SOCKET_BUFFER);
+        assert_eq!(socket_recv_buffer_size(&accepted).expect("get"), 2 * SOCKET_BUFFER);
+        drop(client);
     }
 }

@@ -193,6 +193,14 @@ fn upgrade(state: Arc<State>, peer: String, slot: Arc<Slot>, mut req: Request<In
             debug!("refusing a signaling connection from {peer}: foreign Origin {origin:?}");
             return with_headers(text(StatusCode::FORBIDDEN, "foreign origin\n"));
         }
+        // Without TLS, Host is whatever name the browser used, and a name an attacker
+        // controls can point at the box (DNS rebinding): its page then has the same origin
+        // as the box. With TLS the certificate refuses that name; without it, only the
+        // box's own names and addresses count.
+        if state.fingerprint.is_none() && !own_host(&state.config, host) {
+            debug!("refusing a signaling connection from {peer}: Host {host:?} is not one of the box's names");
+            return with_headers(text(StatusCode::FORBIDDEN, "foreign host\n"));
+        }
     }
     let accept = derive_accept_key(key.as_bytes());
     let on_upgrade = hyper::upgrade::on(&mut req);
@@ -239,6 +247,30 @@ pub fn same_origin(origin: &str, host: &str) -> bool {
     };
     origin.host().eq_ignore_ascii_case(host.host())
         && origin.port_u16().unwrap_or(default_port) == host.port_u16().unwrap_or(default_port)
+}
+
+/// Whether `host` (a Host header) names this box: an IP address, `localhost`, the mDNS name,
+/// the system host name (as `NAME.local`, and as it is when qualified), or a name in
+/// `tls.extra_names`: the names the generated certificate covers, less the addresses, which
+/// are accepted whatever they are (no page can get an IP literal as its origin by DNS).
+pub fn own_host(config: &crate::config::Config, host: &str) -> bool {
+    let Ok(authority) = host.parse::<http::uri::Authority>() else {
+        return false;
+    };
+    let name = authority.host();
+    if name.starts_with('[') || name.parse::<std::net::IpAddr>().is_ok() {
+        return true;
+    }
+    let Ok(mdns_host) = config.mdns.host() else {
+        return false;
+    };
+    crate::tls::CertNames::required(
+        &mdns_host,
+        crate::tls::system_hostname().as_deref(),
+        &[],
+        &config.tls.extra_names,
+    )
+    .is_ok_and(|names| names.contains(name))
 }
 
 fn with_headers(mut response: Response<Body>) -> Response<Body> {
@@ -325,6 +357,31 @@ mod tests {
             ("https://keksbox.local", "", false),
         ] {
             assert_eq!(same_origin(origin, host), same, "{origin} vs {host}");
+        }
+    }
+
+    #[test]
+    fn own_host_table() {
+        let mut config = crate::config::Config::default();
+        config.mdns.host_name = "room2".into();
+        config.tls.extra_names = vec!["meet.example.org".into()];
+        for (host, own) in [
+            ("room2.local", true),
+            ("ROOM2.local:8443", true),
+            ("localhost:8080", true),
+            ("127.0.0.1:8080", true),
+            ("192.168.1.20", true),
+            ("[::1]:8443", true),
+            ("[fe80::1]", true),
+            ("meet.example.org", true),
+            ("other-box.local", false),
+            ("evil.example:8080", false),
+            ("room2.local.evil.example", false),
+            ("127.0.0.1.evil.example", false),
+            ("", false),
+            ("bad host", false),
+        ] {
+            assert_eq!(own_host(&config, host), own, "{host}");
         }
     }
 }

@@ -193,6 +193,7 @@ fn spawn_connection(
     tls: Option<&tls::Acceptor>,
 ) {
     let _ = stream.set_nodelay(true);
+    admission::bound_socket_buffers(&stream);
     let local = stream.local_addr().ok();
     let state2 = state.clone();
     let tls = tls.cloned();

@@ -49,7 +49,7 @@ use tokio_tungstenite::tungstenite::protocol::frame::coding::{CloseCode, Data, O
 use tokio_tungstenite::tungstenite::protocol::{CloseFrame, Role, WebSocketConfig};
 use tokio_tungstenite::tungstenite::{self, Message, Utf8Bytes};
 
-use crate::budget::{Budget, Charge};
+use crate::budget::{Budget, Charge, Share};
 use crate::config::Limits;
 
 /// What a packet costs its sender's pace beyond its size: reading, parsing and locking.
@@ -65,6 +65,12 @@ pub const FRAGMENT: usize = 16 << 10;
 /// Bytes of a message being received that are not charged to the budget: small packets
 /// never touch it (1,024 connections x 16 KiB = 16 MiB at most).
 pub const UNCHARGED_RECEIVE: usize = 16 << 10;
+/// How long after one write to a client the next may wait, so that packets queued for it
+/// meanwhile go out in one write. The first packet after a quiet spell goes at once; in a
+/// burst (a join, a round of ICE candidates, a room whose members answer together) the rest
+/// follow within this. Most of the relay's CPU per delivered packet is the write itself
+/// (loopback: about half in `send`), so fewer writes is what makes it cheaper.
+pub const COALESCE: Duration = Duration::from_millis(2);
 /// Bytes each encoded packet is charged beyond its length: the allocation and queue slots.
 const PACKET_OVERHEAD: usize = 64;
 
@@ -101,17 +107,6 @@ pub struct Stats {
     pub rooms: usize,
     /// Bytes charged to the budget now.
     pub buffered_bytes: usize,
-}
-
-/// Why the hub refused a packet.
-#[derive(Debug, thiserror::Error)]
-pub enum HubError {
-    /// The registry refused it (the client broke a protocol rule).
-    #[error(transparent)]
-    Registry(#[from] RegistryError),
-    /// The budget cannot hold the message now.
-    #[error("the relay's memory budget is spent: try again later")]
-    Busy,
 }
 
 impl Hub {
@@ -200,20 +195,24 @@ impl Hub {
 
     /// Feeds one packet to the registry and delivers the result; returns the bytes queued
     /// besides a relayed message itself (what a join or a watch fans out to).
-    pub fn handle(&self, id: ClientId, packet: ServerboundPacket) -> Result<usize, HubError> {
+    ///
+    /// `receipt` is what receiving the packet was charged; a relayed message's encoded copy
+    /// takes it over. Callers deliver only while the budget has room
+    /// ([`Budget::has_room`]), so what a packet adds beyond its receipt exceeds the limit by
+    /// at most one packet's worth.
+    pub fn handle(&self, id: ClientId, packet: ServerboundPacket, receipt: Charge) -> Result<usize, RegistryError> {
         let (packet, relayed) = match packet {
             ServerboundPacket::WatchRooms(hashes) if hashes.len() > self.limits.max_watched_rooms => {
                 // Refused by length before anything sorts or locks for it.
                 return Err(RegistryError::TooManyWatches {
                     count: hashes.len(),
                     limit: self.limits.max_watched_rooms,
-                }
-                .into());
+                });
             }
             ServerboundPacket::Relay { recipient, message } => {
                 // Encoded (and charged) once, outside the lock, for every recipient.
                 let encoded = encode(&ClientboundPacket::Message { sender: id, message });
-                let text = self.charged(encoded, false).ok_or(HubError::Busy)?;
+                let text = self.charged(encoded, receipt);
                 let stripped = ServerboundPacket::Relay {
                     recipient,
                     message: String::new(),
@@ -234,17 +233,13 @@ impl Hub {
         self.deliver(&mut inner, outputs, None);
     }
 
-    /// `text` as shared bytes that give their charge back when the last queue drops them;
-    /// `None` when the budget cannot hold it (never with `force`).
-    fn charged(&self, text: String, force: bool) -> Option<Utf8Bytes> {
-        let cost = text.len() + PACKET_OVERHEAD;
-        let charge = match force {
-            true => Charge::force(&self.budget, cost),
-            false => Charge::try_new(&self.budget, cost)?,
-        };
+    /// `text` as shared bytes that give their charge back when the last queue drops them:
+    /// `charge` is made to cover the text (see [`Hub::handle`] for why it may exceed the limit).
+    fn charged(&self, text: String, mut charge: Charge) -> Utf8Bytes {
+        charge.resize(text.len() + PACKET_OVERHEAD);
         let bytes = Bytes::from_owner(Charged { text, _charge: charge });
-        // The bytes came from a String, so they are UTF-8: the check cannot fail.
-        Utf8Bytes::try_from(bytes).ok()
+        // The bytes came from a String, so they are UTF-8.
+        Utf8Bytes::try_from(bytes).unwrap_or_else(|_| Utf8Bytes::from_static(""))
     }
 
     /// Pushes outputs into queues; evicts (and announces the leave of) clients whose queue
@@ -258,12 +253,10 @@ impl Hub {
                 (ClientboundPacket::Message { .. }, Some(text)) => (text, false),
                 (_, other) => {
                     relayed = other;
-                    // Small packets (joins, leaves, counts): their number is bounded by the
-                    // queues, so they are charged but never refused.
-                    match self.charged(encode(&packet), true) {
-                        Some(text) => (text, true),
-                        None => continue,
-                    }
+                    // Small packets (joins, leaves, counts): charged, never refused. Those a
+                    // packet causes are delivered only while the budget has room; those a
+                    // disconnect causes are one per room.
+                    (self.charged(encode(&packet), Charge::adopt(&self.budget, 0)), true)
                 }
             };
             for id in to {
@@ -382,9 +375,10 @@ fn random_id() -> ClientId {
 ///
 /// It also follows the frame headers going by, for one reason: tungstenite keeps the receive
 /// buffer a large frame was read into for the life of the connection (8 MiB per connection
-/// that once sent a chat image). Reads never cross the end of a large frame, so when one
-/// ends the buffer holds nothing else, and the connection task can start a fresh
-/// `WebSocketStream` on the same socket ([`Metered::at_clean_boundary`]).
+/// that once sent a chat image). In a message with a large frame, reads never cross the end
+/// of a frame, so when the message ends the buffer holds nothing else, and the connection
+/// task can start a fresh `WebSocketStream` on the same socket
+/// ([`Metered::at_clean_boundary`]).
 #[derive(Debug)]
 pub struct Metered<S> {
     inner: S,
@@ -395,8 +389,8 @@ pub struct Metered<S> {
     charged: usize,
     /// When the first byte of the message in progress arrived.
     started: Option<Instant>,
-    /// Set when a read failed because the budget was spent.
-    refused: bool,
+    /// Since when reading waits for room in the budget.
+    budget_wait: Option<Instant>,
     frames: FrameTracker,
 }
 
@@ -408,19 +402,45 @@ struct FrameTracker {
     header_len: usize,
     /// Payload bytes of the current frame still to come.
     remaining: u64,
-    /// Whether the current frame is larger than [`LARGE_FRAME`].
+    /// Whether the current frame is a data frame with FIN set: the last of its message.
+    ends_message: bool,
+    /// Whether the message being received has a frame larger than [`LARGE_FRAME`]: from
+    /// then on until the message ends, reads stop at every frame's end (and every header's),
+    /// so that the read that ends the message ends exactly there, however it is fragmented.
     large: bool,
-    /// The last read ended exactly at the end of a large frame.
+    /// The last read ended exactly at the end of a message that had a large frame.
     clean_after_large: bool,
 }
 
-/// Frames above this get a fresh receive buffer after them (see [`Metered`]).
+/// Frames above this get a fresh receive buffer after their message (see [`Metered`]).
 const LARGE_FRAME: u64 = 64 << 10;
 
 impl FrameTracker {
-    /// How much the next read may take so as not to cross the end of a large frame.
+    /// How much the next read may take so as not to cross the end of a frame (or a frame
+    /// header) of a message with a large frame.
     fn read_limit(&self) -> Option<usize> {
-        (self.large && self.remaining > 0).then(|| usize::try_from(self.remaining).unwrap_or(usize::MAX))
+        if !self.large {
+            return None;
+        }
+        if self.remaining > 0 {
+            return Some(usize::try_from(self.remaining).unwrap_or(usize::MAX));
+        }
+        Some(self.header_needed())
+    }
+
+    /// Header bytes still to come for the next frame.
+    fn header_needed(&self) -> usize {
+        if self.header_len < 2 {
+            return 2 - self.header_len;
+        }
+        let b = self.header[1];
+        let mask = if b & 0x80 != 0 { 4 } else { 0 };
+        let ext = match b & 0x7f {
+            126 => 2,
+            127 => 8,
+            _ => 0,
+        };
+        (2 + ext + mask - self.header_len).max(1)
     }
 
     fn feed(&mut self, mut bytes: &[u8]) {
@@ -431,7 +451,7 @@ impl FrameTracker {
                 self.remaining -= take as u64;
                 bytes = &bytes[take..];
                 if self.remaining == 0 {
-                    self.clean_after_large = self.large && bytes.is_empty();
+                    self.frame_end(bytes.is_empty());
                 }
                 continue;
             }
@@ -440,8 +460,23 @@ impl FrameTracker {
             bytes = &bytes[1..];
             let Some(len) = self.header_complete() else { continue };
             self.header_len = 0;
+            let (fin, opcode) = (self.header[0] & 0x80 != 0, self.header[0] & 0x0f);
+            // Opcodes 0-7 are data (continuation, text, binary); 8 and up are control frames,
+            // which may come between the fragments of a message.
+            let data = opcode < 8;
+            self.ends_message = data && fin;
+            self.large |= data && len > LARGE_FRAME;
             self.remaining = len;
-            self.large = len > LARGE_FRAME;
+            if len == 0 {
+                self.frame_end(bytes.is_empty());
+            }
+        }
+    }
+
+    fn frame_end(&mut self, read_ended: bool) {
+        if self.ends_message && self.large {
+            self.large = false;
+            self.clean_after_large = read_ended;
         }
     }
 
@@ -472,13 +507,14 @@ impl<S> Metered<S> {
             partial: 0,
             charged: 0,
             started: None,
-            refused: false,
+            budget_wait: None,
             frames: FrameTracker::default(),
         }
     }
 
-    /// Whether the last read ended a large frame: the WebSocket's buffer then holds nothing
-    /// unread, and a message just returned may be followed by a fresh `WebSocketStream`.
+    /// Whether the last read ended a message with a large frame: the WebSocket's buffer then
+    /// holds nothing unread, and the message just returned may be followed by a fresh
+    /// `WebSocketStream`.
     pub fn at_clean_boundary(&self) -> bool {
         self.frames.clean_after_large
     }
@@ -491,20 +527,27 @@ impl<S> Metered<S> {
         self.started = None;
     }
 
-    fn count(&mut self, n: usize) -> io::Result<()> {
+    /// What receiving the message that just ended was charged, now carried by its packet
+    /// until delivery.
+    fn take_charge(&mut self) -> Charge {
+        let charge = Charge::adopt(&self.budget, self.charged);
+        self.charged = 0;
+        self.message_done();
+        charge
+    }
+
+    /// Charges `n` bytes just read. They were read only once the budget had room
+    /// ([`Share::Receive`]), so this exceeds it by at most one read.
+    fn count(&mut self, n: usize) {
         if self.partial == 0 {
             self.started = Some(Instant::now());
         }
         self.partial += n;
         let owed = self.partial.saturating_sub(UNCHARGED_RECEIVE);
         if owed > self.charged {
-            if !self.budget.try_reserve(owed - self.charged) {
-                self.refused = true;
-                return Err(io::Error::other("the relay's memory budget is spent"));
-            }
+            self.budget.force_reserve(owed - self.charged);
             self.charged = owed;
         }
-        Ok(())
     }
 }
 
@@ -517,6 +560,15 @@ impl<S> Drop for Metered<S> {
 impl<S: AsyncRead + Unpin> AsyncRead for Metered<S> {
     fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
         let this = self.get_mut();
+        if this.partial + buf.remaining() > UNCHARGED_RECEIVE {
+            // This read may be charged: not while the budget is spent. The sender's TCP
+            // window fills meanwhile, which slows it down.
+            if this.budget.poll_room(cx, Share::Receive).is_pending() {
+                this.budget_wait.get_or_insert_with(Instant::now);
+                return Poll::Pending;
+            }
+            this.budget_wait = None;
+        }
         let before = buf.filled().len();
         match this.frames.read_limit().filter(|&limit| limit < buf.remaining()) {
             // The end of a large frame is near: read no further than it, through a small
@@ -532,7 +584,7 @@ impl<S: AsyncRead + Unpin> AsyncRead for Metered<S> {
         let read = &buf.filled()[before..];
         if !read.is_empty() {
             this.frames.feed(read);
-            this.count(read.len())?;
+            this.count(read.len());
         }
         Poll::Ready(Ok(()))
     }
@@ -599,22 +651,52 @@ pub async fn serve_websocket<S>(
     let mut deadline = now + idle;
     let mut pacer = Pacer::for_bytes(limits, now);
     let mut watches = Pacer::new(WATCH_RATE, WATCH_BURST, now);
-    // A packet read but not delivered yet because its sender is over its pace, with its
-    // cost and when it may go. The socket is not read meanwhile.
-    let mut held: Option<(ServerboundPacket, usize, Instant)> = None;
+    // A packet read but not delivered yet: its sender is over its pace, or the budget has no
+    // room for what it fans out. The socket is not read meanwhile.
+    let mut held: Option<Held> = None;
     // One timer for every deadline, moved rather than made anew for each packet.
     let timer = tokio::time::sleep(idle);
     tokio::pin!(timer);
+    // When the last batch of queued packets was flushed, and, while packets written since
+    // then wait to go out together, when they go ([`COALESCE`]). The queue is not read
+    // meanwhile, so packets arriving in that window wake nobody and are written at once.
+    let mut last_flush = now.checked_sub(COALESCE).unwrap_or(now);
+    let mut flush_at: Option<Instant> = None;
 
     let end = loop {
         let now = Instant::now();
+        if let Some(h) = held.take() {
+            if h.paced_until.is_some_and(|at| at > now) {
+                held = Some(h);
+            } else if !hub.budget.has_room(Share::Deliver) {
+                held = Some(Held {
+                    paced_until: None,
+                    waiting_since: Some(h.waiting_since.unwrap_or(now)),
+                    ..h
+                });
+            } else if let Err(end) = deliver(&hub, id, h, &mut pacer, &mut watches) {
+                break end;
+            }
+        }
         // A message in progress must end in time; with none in progress, look again a
         // message timeout from now (a message that starts meanwhile gets at most twice it).
+        // A packet waiting for room in the budget waits at most as long.
         let message_due = ws.get_ref().started.unwrap_or(now) + message_timeout;
-        let wake = held.as_ref().map_or(deadline.min(message_due), |(_, _, at)| *at);
+        let wake = match &held {
+            Some(Held {
+                paced_until: Some(at), ..
+            }) => *at,
+            Some(Held {
+                waiting_since: Some(since),
+                ..
+            }) => *since + message_timeout,
+            _ => deadline.min(message_due),
+        };
+        let wake = flush_at.map_or(wake, |at| wake.min(at));
         if timer.deadline() != wake {
             timer.as_mut().reset(wake);
         }
+        let waiting_for_room = held.as_ref().is_some_and(|h| h.waiting_since.is_some());
         tokio::select! {
             frame = ws.next(), if held.is_none() => {
                 deadline = Instant::now() + idle;
@@ -630,10 +712,6 @@ pub async fn serve_websocket<S>(
                         ws.get_mut().message_done();
                         continue;
                     }
-                    Some(Err(e)) if ws.get_ref().refused => {
-                        debug!("client {id}: {e}");
-                        break End::Busy;
-                    }
                     Some(Err(e)) => break classify(e),
                 };
                 let cost = text.len() + PACKET_COST;
@@ -642,7 +720,8 @@ pub async fn serve_websocket<S>(
                     Err(e) => break End::Protocol(CloseCode::Policy, format!("malformed packet: {e}")),
                 };
                 drop(text);
-                ws.get_mut().message_done();
+                // What receiving it cost stays charged until it is delivered.
+                let receipt = ws.get_mut().take_charge();
                 if ws.get_ref().at_clean_boundary() {
                     // Nothing unread is buffered: a fresh stream drops the large buffer.
                     let config = *ws.get_config();
@@ -660,38 +739,56 @@ pub async fn serve_websocket<S>(
                 if matches!(packet, ServerboundPacket::WatchRooms(_)) {
                     at = at.max(watches.ready_at(now, 1));
                 }
-                match at {
-                    Some(at) => {
-                        // Time spent paused by us is not the client's silence.
-                        deadline = deadline.max(at + idle);
-                        held = Some((packet, cost, at));
-                    }
-                    None => {
-                        if let Err(end) = deliver(&hub, id, packet, cost, &mut pacer, &mut watches) {
-                            break end;
-                        }
-                    }
+                if let Some(at) = at {
+                    // Time spent paused by us is not the client's silence.
+                    deadline = deadline.max(at + idle);
                 }
+                // Delivered at the top of the loop when its pace and the budget allow.
+                held = Some(Held { packet, cost, receipt, paced_until: at, waiting_since: None });
             }
-            next = queue.recv() => {
+            () = std::future::poll_fn(|cx| hub.budget.poll_room(cx, Share::Deliver)), if waiting_for_room => {
+                // Delivered at the top of the loop. Time spent waiting is not silence.
+                deadline = Instant::now() + idle;
+            }
+            next = queue.recv(), if flush_at.is_none() => {
                 let Some(text) = next else { break End::Evicted };
-                if let Err(end) = write_batch(&mut ws, text, &mut queue, &queued_bytes, write_timeout).await {
+                if let Err(end) = feed_queued(&mut ws, Some(text), &mut queue, &queued_bytes, write_timeout).await {
                     break end;
                 }
+                let now = Instant::now();
+                if now < last_flush + COALESCE {
+                    // Shortly after the last write: what follows within the window goes with it.
+                    flush_at = Some(last_flush + COALESCE);
+                    continue;
+                }
+                if let Err(end) = step(write_timeout, ws.flush()).await {
+                    break end;
+                }
+                last_flush = now;
             }
             () = &mut timer => {
                 let now = Instant::now();
-                if let Some((packet, cost, at)) = held.take() {
-                    if at <= now {
-                        if let Err(end) = deliver(&hub, id, packet, cost, &mut pacer, &mut watches) {
-                            break end;
-                        }
-                    } else {
-                        held = Some((packet, cost, at));
+                if flush_at.is_some_and(|at| at <= now) {
+                    flush_at = None;
+                    if let Err(end) = feed_queued(&mut ws, None, &mut queue, &queued_bytes, write_timeout).await {
+                        break end;
                     }
-                } else if ws.get_ref().started.is_some_and(|t| t + message_timeout <= now) {
-                    break End::SlowMessage;
-                } else if deadline <= now {
+                    if let Err(end) = step(write_timeout, ws.flush()).await {
+                        break end;
+                    }
+                    last_flush = now;
+                }
+                let metered = ws.get_ref();
+                if held.as_ref().and_then(|h| h.waiting_since).is_some_and(|t| t + message_timeout <= now) {
+                    // Nobody made room for it in all that time: the relay is overloaded.
+                    break End::Busy;
+                } else if held.is_none() && metered.started.is_some_and(|t| t + message_timeout <= now) {
+                    break match metered.budget_wait {
+                        // Its sender was not slow: the relay did not read for want of room.
+                        Some(_) => End::Busy,
+                        None => End::SlowMessage,
+                    };
+                } else if held.is_none() && deadline <= now {
                     break End::Idle;
                 }
             }
@@ -732,36 +829,43 @@ pub async fn serve_websocket<S>(
     }
 }
 
-/// Hands a packet to the hub and charges its sender for it.
-fn deliver(
-    hub: &Hub,
-    id: ClientId,
+/// A packet read and not yet delivered.
+#[derive(Debug)]
+struct Held {
     packet: ServerboundPacket,
+    /// What it costs its sender's pace.
     cost: usize,
-    pacer: &mut Pacer,
-    watches: &mut Pacer,
-) -> Result<(), End> {
+    /// What receiving it was charged to the budget, carried until it is delivered.
+    receipt: Charge,
+    /// Its sender's pace lets it go at this time.
+    paced_until: Option<Instant>,
+    /// Since when it waits for room in the budget.
+    waiting_since: Option<Instant>,
+}
+
+/// Hands a packet to the hub and charges its sender for it.
+fn deliver(hub: &Hub, id: ClientId, held: Held, pacer: &mut Pacer, watches: &mut Pacer) -> Result<(), End> {
     let now = Instant::now();
-    if matches!(packet, ServerboundPacket::WatchRooms(_)) {
+    if matches!(held.packet, ServerboundPacket::WatchRooms(_)) {
         watches.charge(now, 1);
     }
-    match hub.handle(id, packet) {
+    match hub.handle(id, held.packet, held.receipt) {
         Ok(fanned_out) => {
-            pacer.charge(now, cost + fanned_out);
+            pacer.charge(now, held.cost + fanned_out);
             Ok(())
         }
-        Err(HubError::Busy) => Err(End::Busy),
-        Err(HubError::Registry(e)) => Err(End::Protocol(CloseCode::Policy, e.to_string())),
+        Err(e) => Err(End::Protocol(CloseCode::Policy, e.to_string())),
     }
 }
 
-/// Writes `first` and whatever else is already queued (up to a batch), then flushes once:
-/// a burst of small packets (a join into a big room) costs one syscall, not hundreds. Each
-/// step may take the write timeout: a slow reader gets a large message bit by bit, one that
-/// stopped reading is dropped.
-async fn write_batch<S>(
+/// Feeds `first` and whatever else is already queued (up to a batch) to the WebSocket, which
+/// writes to the socket only when its buffer fills: the caller flushes once after, so a burst
+/// of small packets (a join into a big room) costs one syscall, not hundreds. Each step may
+/// take the write timeout: a slow reader gets a large message bit by bit, one that stopped
+/// reading is dropped.
+async fn feed_queued<S>(
     ws: &mut WebSocketStream<S>,
-    first: Utf8Bytes,
+    first: Option<Utf8Bytes>,
     queue: &mut mpsc::Receiver<Utf8Bytes>,
     queued_bytes: &AtomicUsize,
     write_timeout: Duration,
@@ -769,7 +873,7 @@ async fn write_batch<S>(
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
-    let mut next = Some(first);
+    let mut next = first.or_else(|| queue.try_recv().ok());
     let mut batch = 0;
     while let Some(text) = next.take() {
         queued_bytes.fetch_sub(text.len(), Ordering::Relaxed);
@@ -779,7 +883,7 @@ where
             next = queue.try_recv().ok();
         }
     }
-    step(write_timeout, ws.flush()).await
+    Ok(())
 }
 
 /// Feeds one message; a large one as fragments sliced from its shared bytes.
@@ -897,32 +1001,36 @@ mod tests {
             },
             "v".into(),
         );
-        let text = hub.charged("x".repeat(5000), false).expect("fits");
+        // What receiving it cost (here 3,000 bytes) is taken over and topped up.
+        let receipt = Charge::try_new(&hub.budget, 3000).expect("fits");
+        let text = hub.charged("x".repeat(5000), receipt);
         let copies: Vec<Utf8Bytes> = (0..20).map(|_| text.clone()).collect();
         assert_eq!(
             hub.budget.used(),
             5000 + PACKET_OVERHEAD,
             "one charge for twenty recipients"
         );
-        assert!(hub.charged("y".repeat(5000), false).is_none(), "budget spent");
         drop(text);
         drop(copies);
         assert_eq!(hub.budget.used(), 0);
     }
 
     #[test]
-    fn metered_reads_charge_beyond_the_free_part_and_refuse_over_budget() {
+    fn metered_reads_charge_beyond_the_free_part_and_hand_the_charge_on() {
         let budget = Budget::new(1000);
         let mut m = Metered::new((), budget.clone());
-        m.count(UNCHARGED_RECEIVE).expect("free");
+        m.count(UNCHARGED_RECEIVE);
         assert_eq!(budget.used(), 0);
         assert!(m.started.is_some());
-        m.count(600).expect("charged");
+        m.count(600);
         assert_eq!(budget.used(), 600);
-        assert!(m.count(600).is_err(), "over budget");
-        assert!(m.refused);
+        let receipt = m.take_charge();
+        assert_eq!((budget.used(), m.partial, m.charged, m.started), (600, 0, 0, None));
+        drop(receipt);
+        assert_eq!(budget.used(), 0);
+        m.count(UNCHARGED_RECEIVE + 10);
         m.message_done();
-        assert_eq!((budget.used(), m.partial, m.started), (0, 0, None));
+        assert_eq!(budget.used(), 0);
     }
 
     #[test]
@@ -945,6 +1053,27 @@ mod tests {
         assert_eq!(t.read_limit(), None);
         t.feed(&[0x81, 0x82, 0, 0]);
         assert!(!t.at_end());
+        assert_eq!(t.read_limit(), None, "small messages are read freely");
+        // A fragmented message: a large first frame, then a ping, then a small final frame.
+        // Reads stop at every frame's (and header's) end until the message ends, so the read
+        // that ends it cannot also take the start of the next one.
+        let mut t = FrameTracker::default();
+        let mut first = vec![0x01, 0x80 | 127];
+        first.extend((70u64 << 10).to_be_bytes());
+        first.extend([0, 0, 0, 0]);
+        first.extend(vec![b'x'; 70 << 10]);
+        t.feed(&first);
+        assert!(!t.at_end(), "the message goes on");
+        assert_eq!(t.read_limit(), Some(2), "the next header's first two bytes");
+        t.feed(&[0x89, 0x80]);
+        assert_eq!(t.read_limit(), Some(4), "the ping's mask");
+        t.feed(&[0, 0, 0, 0]);
+        t.feed(&[0x80, 0x83]);
+        t.feed(&[0, 0, 0, 0]);
+        assert_eq!(t.read_limit(), Some(3));
+        t.feed(b"end");
+        assert!(t.at_end(), "the read ended with the message");
+        assert_eq!(t.read_limit(), None);
         // A 16-bit length.
         let mut t = FrameTracker::default();
         t.feed(&[0x81, 0x80 | 126, 0x01, 0x00, 0, 0, 0]);

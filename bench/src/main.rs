@@ -4,7 +4,8 @@
 //! per idle signaling connection, then has 1,000 clients in 100 rooms of 10 send 200-byte
 //! broadcasts: as fast as the relay delivers them (each client keeps a small window of
 //! messages in flight), with one in flight, and paced at 10 messages a second each (about
-//! 90,000 deliveries/s), printing deliveries per second, p50/p99 latency and the relay's CPU
+//! 90,000 deliveries/s; once with a room's members starting together, once spread over the
+//! period), printing deliveries per second, p50/p99 latency and the relay's CPU
 //! time per delivered message (from `/proc/<pid>/stat`). Then, on fresh relays, the memory
 //! attacks of issue 11: 24 connections each holding an unfinished 8 MiB message, and one
 //! 8 MiB broadcast to 24 members that do not read, with the relay's RSS before and after.
@@ -45,13 +46,17 @@ fn micros() -> u64 {
 
 fn main() -> anyhow::Result<()> {
     let mut args = std::env::args().skip(1);
-    let (mut server, mut baseline) = (None, None);
+    let (mut server, mut baseline, mut only_paced) = (None, None, false);
     while let Some(a) = args.next() {
         match a.as_str() {
             "--server" => server = args.next(),
             "--baseline" => baseline = args.next(),
+            // For profiling the relay at 90,000 deliveries/s: only that phase, no attacks.
+            "--paced-only" => only_paced = true,
             "-h" | "--help" => {
-                println!("usage: keksbox-load --server PATH/TO/keksbox [--baseline PATH/TO/older/keksbox]");
+                println!(
+                    "usage: keksbox-load --server PATH/TO/keksbox [--baseline PATH/TO/older/keksbox] [--paced-only]"
+                );
                 return Ok(());
             }
             other => bail!("unknown argument {other:?} (try --help)"),
@@ -59,6 +64,31 @@ fn main() -> anyhow::Result<()> {
     }
     let server = server.context("--server PATH is required")?;
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    if only_paced {
+        let paced = runtime.block_on(async {
+            let server = Server::start(&server).await?;
+            eprintln!("relay pid {}", server.pid());
+            let ready = join_rooms(&server).await?;
+            let (ready, together) = phase(
+                server.pid(),
+                ready,
+                PACED_MESSAGES,
+                Pace::Rate(PACED_RATE, Start::ByRoom),
+            )
+            .await?;
+            let (_, spread) = phase(
+                server.pid(),
+                ready,
+                PACED_MESSAGES,
+                Pace::Rate(PACED_RATE, Start::Spread),
+            )
+            .await?;
+            anyhow::Ok((together, spread))
+        })?;
+        paced.0.print(&Start::ByRoom.label());
+        paced.1.print(&Start::Spread.label());
+        return Ok(());
+    }
     let mut runs = Vec::new();
     for (label, bin) in baseline
         .iter()
@@ -182,6 +212,7 @@ struct Load {
     saturated: Figures,
     light: Figures,
     paced: Figures,
+    paced_spread: Figures,
 }
 
 impl Load {
@@ -190,15 +221,10 @@ impl Load {
         for (name, f) in [
             (format!("saturated (window {WINDOW})"), &self.saturated),
             ("one message in flight per client".to_owned(), &self.light),
-            (format!("paced, {PACED_RATE} messages/s per client"), &self.paced),
+            (Start::ByRoom.label(), &self.paced),
+            (Start::Spread.label(), &self.paced_spread),
         ] {
-            println!(
-                "  {name}: {:.0} deliveries/s, latency p50 {:.2} ms, p99 {:.2} ms, relay CPU {:.2} us per delivery",
-                f.rate(),
-                f.p50_ms,
-                f.p99_ms,
-                f.cpu_us_per_delivery
-            );
+            f.print(&name);
         }
         println!(
             "  server RSS: {} KiB before, {} KiB with {total} idle, {} KiB after load",
@@ -212,11 +238,33 @@ impl Load {
 }
 
 async fn bench(server: &Server) -> anyhow::Result<Load> {
-    let (addr, pid) = (server.addr, server.pid());
+    let pid = server.pid();
     // Warm the server up with one connection so the baseline includes its runtime.
-    drop(connect(addr, 0).await?);
+    drop(connect(server.addr, 0).await?);
     tokio::time::sleep(Duration::from_millis(300)).await;
     let rss_before = rss_kib(pid)?;
+    let ready = join_rooms(server).await?;
+    let rss_idle = rss_kib(pid)?;
+
+    let (ready, saturated) = phase(pid, ready, MESSAGES, Pace::Window(WINDOW)).await?;
+    let rss_busy = rss_kib(pid)?;
+    let (ready, light) = phase(pid, ready, 50, Pace::Window(1)).await?;
+    let (ready, paced) = phase(pid, ready, PACED_MESSAGES, Pace::Rate(PACED_RATE, Start::ByRoom)).await?;
+    let (_, paced_spread) = phase(pid, ready, PACED_MESSAGES, Pace::Rate(PACED_RATE, Start::Spread)).await?;
+    Ok(Load {
+        rss_before,
+        rss_idle,
+        rss_busy,
+        saturated,
+        light,
+        paced,
+        paced_spread,
+    })
+}
+
+/// Connects every client and has it join its room; returns once every room is full.
+async fn join_rooms(server: &Server) -> anyhow::Result<Vec<(Ws, u64)>> {
+    let addr = server.addr;
 
     let total = ROOMS * PER_ROOM;
     let mut clients = Vec::with_capacity(total);
@@ -237,20 +285,7 @@ async fn bench(server: &Server) -> anyhow::Result<Load> {
         ready.push((ws, id));
     }
     tokio::time::sleep(Duration::from_millis(500)).await;
-    let rss_idle = rss_kib(pid)?;
-
-    let (ready, saturated) = phase(pid, ready, MESSAGES, Pace::Window(WINDOW)).await?;
-    let rss_busy = rss_kib(pid)?;
-    let (ready, light) = phase(pid, ready, 50, Pace::Window(1)).await?;
-    let (_, paced) = phase(pid, ready, PACED_MESSAGES, Pace::Rate(PACED_RATE)).await?;
-    Ok(Load {
-        rss_before,
-        rss_idle,
-        rss_busy,
-        saturated,
-        light,
-        paced,
-    })
+    Ok(ready)
 }
 
 struct Figures {
@@ -265,13 +300,53 @@ impl Figures {
     fn rate(&self) -> f64 {
         self.deliveries as f64 / self.seconds
     }
+
+    fn print(&self, name: &str) {
+        println!(
+            "  {name}: {:.0} deliveries/s, latency p50 {:.2} ms, p99 {:.2} ms, relay CPU {:.2} us per delivery",
+            self.rate(),
+            self.p50_ms,
+            self.p99_ms,
+            self.cpu_us_per_delivery
+        );
+    }
 }
 
 /// How a client sends: keeping a window of its own messages in flight, or at a fixed rate.
 #[derive(Debug, Clone, Copy)]
 enum Pace {
     Window(usize),
-    Rate(u64),
+    Rate(u64, Start),
+}
+
+/// When in its period each paced client starts.
+#[derive(Debug, Clone, Copy)]
+enum Start {
+    /// In client order over the period: the ten members of a room start within 1 ms of
+    /// each other, so each member gets its nine messages in a burst (as when a room answers
+    /// a join), which the relay's write coalescing merges.
+    ByRoom,
+    /// A room's members 10 ms apart: each member gets its messages one by one, the worst
+    /// case for coalescing.
+    Spread,
+}
+
+impl Start {
+    fn label(self) -> String {
+        match self {
+            Start::ByRoom => format!("paced, {PACED_RATE} messages/s per client, a room's members together"),
+            Start::Spread => format!("paced, {PACED_RATE} messages/s per client, a room's members spread"),
+        }
+    }
+
+    /// The offset of client `i` of `count` in a period of `period_us`.
+    fn offset(self, i: usize, count: usize, period_us: u64) -> Duration {
+        let slot = match self {
+            Start::ByRoom => i,
+            Start::Spread => (i % PER_ROOM) * (count / PER_ROOM) + i / PER_ROOM,
+        };
+        Duration::from_micros(period_us * slot as u64 / count as u64)
+    }
 }
 
 /// Every client sends `messages` broadcasts as `pace` says; returns the sockets for the next
@@ -291,7 +366,7 @@ async fn phase(
         .map(|(i, (ws, id))| {
             // Paced clients start spread over one period, not all at once.
             let offset = match pace {
-                Pace::Rate(rate) => Duration::from_micros(1_000_000 / rate * i as u64 / count as u64),
+                Pace::Rate(rate, start) => start.offset(i, count, 1_000_000 / rate),
                 Pace::Window(_) => Duration::ZERO,
             };
             tokio::spawn(async move { client(ws, messages, pace, offset).await.map(|(ws, l)| ((ws, id), l)) })
@@ -351,7 +426,7 @@ async fn client(mut ws: Ws, messages: usize, pace: Pace, offset: Duration) -> an
                 }
                 None
             }
-            Pace::Rate(rate) => {
+            Pace::Rate(rate, _) => {
                 let due = start + Duration::from_micros(1_000_000 / rate * sent as u64);
                 if sent < messages && tokio::time::Instant::now() >= due {
                     ws.send(stamped()).await?;
@@ -413,25 +488,28 @@ fn cpu_seconds(pid: u32) -> anyhow::Result<f64> {
 }
 
 /// The issue's first attack: 24 connections (from 24 addresses) each send most of an 8 MiB
-/// frame and never finish it. Returns the relay's RSS in MiB before and after.
+/// frame and never finish it. Returns the relay's RSS in MiB before and after. A relay that
+/// stops reading some of them (its budget is spent) stalls their writes: each gets 5 s.
 async fn attack_unfinished(server: &Server) -> anyhow::Result<(f64, f64)> {
     tokio::time::sleep(Duration::from_millis(300)).await;
     let idle = rss_kib(server.pid())? as f64 / 1024.0;
-    let chunk = vec![b'a'; MIB - 1024];
-    let mut held = Vec::new();
-    for i in 0..24 {
-        let Ok(mut s) = raw_websocket(server.addr, IpAddr::from([127, 0, 2, i as u8 + 1]), None).await else {
-            continue;
-        };
-        let mut ok = s.write_all(&frame_header(8 * MIB)).await.is_ok();
-        for _ in 0..8 {
-            ok = ok && s.write_all(&chunk).await.is_ok();
+    let mut frame = frame_header(8 * MIB);
+    frame.extend(vec![b'a'; 8 * (MIB - 1024)]);
+    let attempts = (0..24).map(|i| {
+        let frame = &frame;
+        async move {
+            let mut s = raw_websocket(server.addr, IpAddr::from([127, 0, 2, i as u8 + 1]), None)
+                .await
+                .ok()?;
+            let _ = tokio::time::timeout(Duration::from_secs(5), s.write_all(frame)).await;
+            Some(s)
         }
-        let _ = ok;
-        held.push(s);
-    }
+    });
+    let held = futures_util::future::join_all(attempts).await;
     tokio::time::sleep(Duration::from_millis(500)).await;
-    Ok((idle, rss_kib(server.pid())? as f64 / 1024.0))
+    let after = rss_kib(server.pid())? as f64 / 1024.0;
+    drop(held);
+    Ok((idle, after))
 }
 
 /// The second: one 8 MiB broadcast to 24 members that never read.

@@ -17,6 +17,8 @@ interface MemberUi {
   li: HTMLElement;
   name: HTMLElement;
   state: HTMLElement;
+  /** How media reaches this person: directly, or relayed by the box (TURN). */
+  path: HTMLElement;
   res: HTMLElement;
   debug: HTMLElement;
   announced: boolean;
@@ -49,6 +51,7 @@ export class Members {
     private readonly chat: Chat,
   ) {
     setInterval(() => void this.debugTick(), 2000);
+    setInterval(() => void this.pathTick(), 2000);
   }
 
   clear(): void {
@@ -58,11 +61,12 @@ export class Members {
   join(m: Member): void {
     const name = h("span", { class: "name" }, t("unknown_user"));
     const state = h("span", { class: "state" }, "");
+    const path = h("span", { class: "path", hidden: true }, "");
     const res = h("ul", { class: "resources", "aria-labelledby": `member-${m.id}` });
     const debug = h("pre", { class: "debug", hidden: true });
-    const li = h("li", { class: "member", "data-id": m.id }, h("h3", { id: `member-${m.id}` }, name, " ", state), res, debug);
+    const li = h("li", { class: "member", "data-id": m.id }, h("h3", { id: `member-${m.id}` }, name, " ", state, " ", path), res, debug);
     this.el.append(li);
-    this.members.set(m.id, { li, name, state, res, debug, announced: false });
+    this.members.set(m.id, { li, name, state, path, res, debug, announced: false });
     this.gallery.person(m.id, t("unknown_user"));
   }
 
@@ -221,6 +225,27 @@ export class Members {
     this.gallery.muted(m.id, !hearing);
   }
 
+  /** Shows, per person, whether the call goes direct or through the box (a relay candidate on
+   *  either end of the selected pair), so a person knows why a call is slow. */
+  private async pathTick(): Promise<void> {
+    const room = this.room();
+    if (!room) return;
+    for (const m of room.members.values()) {
+      const u = this.members.get(m.id);
+      if (!u) continue;
+      let path: ConnectionPath | null = null;
+      try {
+        path = selectedPath(await room.peerStats(m.id))?.path ?? null;
+      } catch {
+        path = null;
+      }
+      u.path.hidden = path === null;
+      u.path.dataset.path = path ?? "";
+      u.path.textContent = path === null ? "" : t(path === "relay" ? "path_relay" : "path_direct");
+      u.path.title = path === "relay" ? t("path_relay_help") : "";
+    }
+  }
+
   private async debugTick(): Promise<void> {
     const room = this.room();
     if (!room) return;
@@ -248,6 +273,8 @@ async function debugText(room: Room, id: number): Promise<string> {
   const lines = [`connection: ${p.connection}`, `ice: ${p.ice} (${p.gathering})`, `signaling: ${p.signaling}`, `polite: ${p.polite}, offer collisions: ${p.collisions}`];
   try {
     const stats = await room.peerStats(id);
+    const sel = selectedPath(stats);
+    if (sel) lines.push(`path: ${sel.path === "relay" ? "through the box (TURN relay)" : "direct"}`);
     const byId = new Map<string, any>();
     stats?.forEach((s: any) => byId.set(s.id, s));
     stats?.forEach((s: any) => {
@@ -264,4 +291,28 @@ async function debugText(room: Room, id: number): Promise<string> {
     lines.push(String(e));
   }
   return lines.join("\n");
+}
+
+/** "direct", or "relay" when the box carries the call (TURN). */
+export type ConnectionPath = "direct" | "relay";
+
+/** The selected candidate pair of a peer connection's stats (the transport's, else the
+ *  nominated succeeded pair) and what it means for the path. */
+export function selectedPath(stats: RTCStatsReport | null | undefined): { path: ConnectionPath; local: string; remote: string } | null {
+  if (!stats) return null;
+  const byId = new Map<string, any>();
+  stats.forEach((s: any) => byId.set(s.id, s));
+  let pair: any = null;
+  stats.forEach((s: any) => {
+    if (s.type === "transport" && s.selectedCandidatePairId) pair = byId.get(s.selectedCandidatePairId) ?? pair;
+  });
+  if (!pair) {
+    stats.forEach((s: any) => {
+      if (s.type === "candidate-pair" && s.nominated && s.state === "succeeded") pair = s;
+    });
+  }
+  if (!pair) return null;
+  const local = byId.get(pair.localCandidateId)?.candidateType ?? "";
+  const remote = byId.get(pair.remoteCandidateId)?.candidateType ?? "";
+  return { path: local === "relay" || remote === "relay" ? "relay" : "direct", local, remote };
 }

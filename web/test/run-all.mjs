@@ -63,6 +63,13 @@ if (only !== "unit") {
   passed += p;
   failed += f;
   console.log(`e2e: ${p} passed, ${f} failed (${((Date.now() - t1) / 1000).toFixed(1)} s)`);
+  // TURN through client isolation (issue 9) makes its own namespaces (ip netns), so it runs
+  // outside the loopback-only one above; it needs root and KEKSBOX_BIN.
+  const t2 = Date.now();
+  const [tp, tf] = await runCounted(process.execPath, ["--test", "--test-concurrency=1", "--test-reporter=spec", "test/e2e/turn.test.mjs"], { cwd: web, env: process.env });
+  passed += tp;
+  failed += tf;
+  console.log(`e2e turn: ${tp} passed, ${tf} failed (${((Date.now() - t2) / 1000).toFixed(1)} s)`);
 }
 
 console.log(`${passed} passed, ${failed} failed`);

@@ -622,3 +622,44 @@ async fn finished_large_messages_are_not_kept_per_connection() {
     println!("relay RSS: {idle:.1} MiB idle, {after:.1} MiB after 24 connections each sent 8 MiB");
     assert!(after - idle < 64.0, "RSS grew from {idle:.1} to {after:.1} MiB");
 }
+
+#[tokio::test]
+async fn fragmented_large_messages_are_not_kept_per_connection() {
+    // The same, with each message sent as a large first fragment and a small last one, the
+    // next packet right behind it: the read that ended the message also took the start of
+    // the next, so the large buffer was kept (the fresh stream needs a clean boundary).
+    let relay = Process::start("", None).await;
+    let idle = relay.rss_mib();
+    let body = format!(
+        r#"{{"relay":{{"recipient":1,"message":"{}"}}}}"#,
+        "r".repeat(8 * MIB - 100)
+    );
+    let (head, tail) = body.split_at(body.len() - 10);
+    let join = text_frame(&format!(r#"{{"join":{{"hash":"{}"}}}}"#, hash('6')));
+    let mut held = Vec::new();
+    for _ in 0..24 {
+        let mut s = raw_websocket(relay.addr, localhost(1), None).await.unwrap();
+        // A text frame without FIN, then the final continuation frame and the join at once.
+        let mut first = frame_header(head.len());
+        first[0] = 0x01;
+        first.extend(head.as_bytes());
+        s.write_all(&first).await.unwrap();
+        let mut last = frame_header(tail.len());
+        last[0] = 0x80;
+        last.extend(tail.as_bytes());
+        last.extend(&join);
+        s.write_all(&last).await.unwrap();
+        let mut seen = Vec::new();
+        while !String::from_utf8_lossy(&seen).contains("client_join") {
+            let mut buf = [0u8; 4096];
+            let n = tokio::time::timeout(WAIT, s.read(&mut buf)).await.unwrap().unwrap();
+            assert!(n > 0, "closed");
+            seen.extend(&buf[..n]);
+        }
+        held.push(s);
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let after = relay.rss_mib();
+    println!("relay RSS: {idle:.1} MiB idle, {after:.1} MiB after 24 connections each sent 8 MiB in two fragments");
+    assert!(after - idle < 64.0, "RSS grew from {idle:.1} to {after:.1} MiB");
+}

@@ -277,6 +277,11 @@ impl Tracks {
                 log::warn!("cannot restrict {id} to {}: {e}", params.rtp_codec.mime_type);
             }
         }
+        // webrtc 0.21 queues negotiation-needed in its core but does not wake the connection's
+        // driver on add_track (it does for data channels): on a fresh connection nothing else
+        // would, and no offer would ever be made. An empty RTCP batch wakes it and is dropped
+        // unsent (the crate reserves it as a carrier of nothing).
+        let _ = track.write_rtcp(Vec::new()).await;
         let connected = self
             .connected
             .entry(peer)

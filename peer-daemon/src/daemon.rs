@@ -366,8 +366,8 @@ fn on_room_event(c: &mut Current, event: RoomEvent) -> bool {
     match event {
         RoomEvent::Ready { id } => {
             log::info!("in the room as member {id}");
-            // A new relay session: our resources were announced in the old one only.
-            c.provided.clear();
+            // The session keeps what we provide across relay sessions and announces it to each
+            // member it greets; what could not be provided before (not connected) is now.
             c.others.clear();
             c.empty_since = Some(tokio::time::Instant::now());
             return true;

@@ -58,10 +58,9 @@ impl H264Encoder {
             // Level 3.1, what the track announces (profile-level-id 42e01f): up to 1280x720@30.
             .level(Level::Level_3_1)
             .intra_frame_period(IntraFramePeriod::from_num_frames(period))
-            // Keep to the bitrate: openh264 controls it only with frame skipping on; a skipped
-            // picture is simply not sent (the RTP timestamps follow capture time).
-            .rate_control_mode(openh264::encoder::RateControlMode::Bitrate)
-            .skip_frames(true)
+            // No skipped pictures: a receiver counts gaps as freezes. Quality mode then holds
+            // the bitrate only roughly (openh264 says so once on start).
+            .skip_frames(false)
             // One thread: the daemon has other work, and a Pi has few cores.
             .num_threads(1);
         let encoder = Encoder::with_api_config(OpenH264API::from_source(), config).map_err(|e| EncodeError::Setup {

@@ -49,7 +49,10 @@ fn init_logging() {
             }
         }
     }
-    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info,webrtc=warn,rtc=warn")).init();
+    env_logger::Builder::from_env(
+        env_logger::Env::default().default_filter_or("info,webrtc=error,rtc=error,rtc_ice=error,rtc_dtls=error"),
+    )
+    .init();
 }
 
 fn run(cli: Cli) -> anyhow::Result<()> {

@@ -16,6 +16,8 @@ APT_PACKAGES += wpasupplicant qrencode
 # Peer daemon devices (issue 8): ALSA capture links libasound; v4l's bindings come from bindgen
 # (libclang) at build time.
 APT_PACKAGES += libasound2-dev libclang-dev
+# keksbox-peer: cmake builds the bundled libopus (opusic-sys).
+APT_PACKAGES += cmake
 APT_STAMP := target/.apt-packages
 
 .PHONY: run test bench web web-deps deps test-rust test-web clippy fmt fuzz clean
@@ -40,7 +42,7 @@ test-rust:
 	$(CARGO) test --workspace
 
 test-web:
-	KEKSBOX_BIN=$(CURDIR)/$(KEKSBOX_DEBUG) RIFT_BIN=$(CURDIR)/target/debug/rift $(NPM) --prefix web test
+	KEKSBOX_BIN=$(CURDIR)/$(KEKSBOX_DEBUG) RIFT_BIN=$(CURDIR)/target/debug/rift PEER_BIN=$(CURDIR)/target/debug/keksbox-peer $(NPM) --prefix web test
 
 ## The web client: npm dependencies from the lockfile, then the bundle in web/dist.
 web: web-deps

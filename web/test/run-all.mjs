@@ -58,7 +58,7 @@ if (only !== "e2e") {
 if (only !== "unit") {
   const t1 = Date.now();
   if (!existsSync(join(web, "dist", "room.html"))) spawnSync(process.execPath, [join(web, "build.mjs")], { stdio: "inherit", cwd: web });
-  const cmd = `ip link set lo up && exec "${process.execPath}" --test --test-concurrency=1 --test-reporter=spec test/e2e/e2e.test.mjs${process.env.RIFT_BIN ? " test/e2e/rift.test.mjs" : ""}`;
+  const cmd = `ip link set lo up && exec "${process.execPath}" --test --test-concurrency=1 --test-reporter=spec test/e2e/e2e.test.mjs${process.env.RIFT_BIN ? " test/e2e/rift.test.mjs" : ""}${process.env.PEER_BIN ? " test/e2e/peer.test.mjs" : ""}`;
   const [p, f] = await runCounted("unshare", ["-n", "sh", "-c", cmd], { cwd: web, env: process.env });
   passed += p;
   failed += f;

@@ -16,6 +16,8 @@ APT_PACKAGES += wpasupplicant qrencode
 # Peer daemon devices (issue 8): ALSA capture links libasound; v4l's bindings come from bindgen
 # (libclang) at build time.
 APT_PACKAGES += libasound2-dev libclang-dev
+# make vm-test: qemu boots Debian's kernel with a busybox initramfs (cpio, depmod from kmod).
+APT_PACKAGES += qemu-system-x86 busybox-static cpio kmod
 # keksbox-peer: cmake builds the bundled libopus (opusic-sys).
 APT_PACKAGES += cmake
 APT_STAMP := target/.apt-packages
@@ -35,6 +37,7 @@ test: deps web
 	$(CARGO) build --workspace --all-targets
 	$(MAKE) test-rust
 	$(MAKE) test-platform
+	$(MAKE) vm-test
 	$(MAKE) test-image-scripts
 	$(MAKE) test-web
 
@@ -158,7 +161,7 @@ IMAGE_XZ := $(IMAGE_RAW).xz
 # Included when it has been built (make release-aarch64 builds keksbox only).
 PEER_AARCH64 := target/debian/aarch64-unknown-linux-gnu/release/keksbox-peer
 IMAGE_APT_PACKAGES := mmdebstrap arch-test qemu-user-static binfmt-support qemu-system-arm \
-	qemu-utils dosfstools mtools fdisk e2fsprogs xz-utils file curl openssl
+	qemu-utils dosfstools mtools fdisk e2fsprogs xz-utils file curl openssl openssh-client zbar-tools
 IMAGE_INPUTS := image/assemble.sh image/lib.sh $(shell find image/overlay image/boot -type f 2>/dev/null) \
 	systemd/keksbox.service systemd/keksbox.socket systemd/keksbox.sysusers config/appliance.toml
 
@@ -194,3 +197,10 @@ $(IMAGE_XZ): $(IMAGE_RAW)
 	xz -T2 -6 -k -f $<
 	cd $(IMAGE_DIR) && sha256sum $(notdir $(IMAGE_XZ)) $(notdir $(IMAGE_RAW)) > SHA256SUMS
 	@ls -l $(IMAGE_XZ) $(IMAGE_RAW)
+
+## Real V4L2 and ALSA drivers: a qemu VM (about a minute) with vivid and snd-aloop runs the
+## peer daemon's device check (peer-daemon/examples/vm-devices.rs); no network card in the VM.
+.PHONY: vm-test
+vm-test: deps
+	$(CARGO) build -p keksbox-peer --example vm-devices
+	peer-daemon/vm/run.sh target/debug/examples/vm-devices

@@ -153,7 +153,16 @@ rm -rf "$KEKSBOX_STATE"
 # Stand-ins for what only the box has (addresses, systemd); the functions above call these.
 addresses() { printf '192.0.2.7\n2001:db8::7\n'; }
 systemctl() { echo active; }
+networkctl() {
+    case "$1" in
+        list) printf '  1 lo   loopback carrier  unmanaged\n  2 eth0 ether    routable configured\n  3 wlan0 wlan   off      failed\n' ;;
+        reconfigure) echo "$2" >> "$tmp/reconfigured" ;;
+    esac
+}
 out=$(render)
+check "banner shows each link's state, not loopback" grep -qx "network: eth0 routable configured; wlan0 off failed" <<< "$out"
+heal_links 2>/dev/null
+check "a failed link is configured again, a working one is left alone" test "$(cat "$tmp/reconfigured")" = wlan0
 check "banner before the certificate exists says so" grep -q "not made yet" <<< "$out"
 check "banner lists keksbox.local and each address" eval 'grep -qx "  https://keksbox.local/" <<< "$out" && grep -qx "  https://192.0.2.7/" <<< "$out" && grep -qx "  https://\[2001:db8::7\]/" <<< "$out"'
 check "banner shows keksbox's state" grep -qx "keksbox.service: active" <<< "$out"

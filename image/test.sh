@@ -11,7 +11,8 @@
 #   - no SSH without a key file; after pulling the plug and putting ssh-authorized-keys.txt on
 #     the boot partition, a second boot shows and serves the same fingerprint, lets root in
 #     with that key (systemctl says keksbox.service active, the system running), and an
-#     update with image/update.sh keeps the fingerprint; keksbox.txt on the card shows it.
+#     update with image/update.sh keeps the fingerprint; keksbox.txt on the card shows it;
+#     the QR code on the VM's screen (tty1 on virtio-gpu) decodes to the banner's URL.
 # Prints the image's size and the boot-to-ready times.
 #
 # Nothing leaves the VM but the forwarded ports (HTTPS, SSH): user networking with restrict=on, inside a
@@ -26,7 +27,8 @@ img=$(readlink -f "${1:?usage: test.sh IMAGE.img}")
 [ -f "$img" ] || die "$img missing: make image builds it"
 need_root "the boot test"
 need_tools qemu-system-aarch64:qemu-system-arm mcopy:mtools mtype:mtools sfdisk:fdisk \
-    curl:curl openssl:openssl unshare:util-linux ssh:openssh-client ssh-keygen:openssh-client
+    curl:curl openssl:openssl unshare:util-linux ssh:openssh-client ssh-keygen:openssh-client \
+    zbarimg:zbar-tools
 
 if [ -z "${KEKSBOX_IMAGE_TEST_NS:-}" ]; then
     exec env KEKSBOX_IMAGE_TEST_NS=1 unshare -n "$0" "$@"
@@ -211,6 +213,7 @@ running=$(remote systemctl is-system-running --wait) ||
     fail "boot 2: the system is $running: $(remote systemctl --failed --no-legend)"
 echo "image-test: boot 2: root over SSH with the key: keksbox.service $state, system $running"
 remote systemd-analyze time | head -1 | sed 's/^/image-test: boot 2: /'
+remote systemd-analyze blame | head -5 | sed 's/^ */image-test: boot 2: slowest: /'
 remote 'test ! -e /etc/ssh/ssh_host_ed25519_key.pub || ssh-keygen -lf /etc/ssh/ssh_host_ed25519_key.pub' | sed 's/^/image-test: boot 2: host key made on the box: /'
 
 # An update over SSH (the same binary: what is tested is the way, and that state survives).
@@ -222,12 +225,13 @@ after=$(timeout 30 openssl s_client -connect "127.0.0.1:$PORT" -servername keksb
 echo "image-test: after the update keksbox serves the same fingerprint"
 remote sync
 # What an HDMI screen would show: tty1 on the VM's display (virtio-gpu), as a PPM picture.
-if screendump "$work/tty1.ppm"; then
-    cp "$work/tty1.ppm" "$(dirname "$img")/tty1.ppm"
-    echo "image-test: the screen (tty1) is in $(dirname "$img")/tty1.ppm"
-else
-    echo "image-test: no picture of the screen (qemu's screendump did not answer)"
-fi
+# A phone pointed at that screen: the QR code must read as the banner's first address URL.
+screendump "$work/tty1.ppm" || fail "no picture of the screen (qemu's screendump did not answer)"
+cp "$work/tty1.ppm" "$(dirname "$img")/tty1.ppm"
+qr_want=$(banner 2 | sed -n 's/^  \(https:\/\/[0-9][^ ]*\)$/\1/p' | head -1)
+qr_got=$(zbarimg -q --raw "$work/tty1.ppm" 2>/dev/null) || fail "no QR code readable on the screen ($(dirname "$img")/tty1.ppm)"
+[ -n "$qr_want" ] && [ "$qr_got" = "$qr_want" ] || fail "the screen's QR code reads '$qr_got', the banner's address URL is '$qr_want'"
+echo "image-test: the QR code on the screen (tty1) reads $qr_got; picture in $(dirname "$img")/tty1.ppm"
 power_off
 
 # keksbox.txt on the boot partition: what a person reads by putting the card in a laptop.

@@ -69,6 +69,10 @@ sed -i 's/^root:[^:]*:/root:*:/' "$root/etc/shadow"
 touch "$root/usr/lib/clock-epoch"
 mkdir -p "$root/var/lib/systemd/timesync"
 touch "$root/var/lib/systemd/timesync/clock"
+# timesyncd (and keksbox-clock) update it as their own user: the image's uid, not the host's.
+timesync_ids=$(awk -F: '$1 == "systemd-timesync" {print $3 ":" $4}' "$root/etc/passwd")
+[ -n "$timesync_ids" ] || die "no systemd-timesync user in the rootfs"
+chown "$timesync_ids" "$root/var/lib/systemd/timesync" "$root/var/lib/systemd/timesync/clock"
 
 # What is in this image, for a person reading it over SSH and for bug reports.
 version=$(qemu-aarch64-static "$keksbox_bin" --version 2>/dev/null || echo unknown)

@@ -212,6 +212,12 @@ state=$(remote systemctl is-active keksbox.service) || fail "boot 2: no SSH with
 running=$(remote systemctl is-system-running --wait) ||
     fail "boot 2: the system is $running: $(remote systemctl --failed --no-legend)"
 echo "image-test: boot 2: root over SSH with the key: keksbox.service $state, system $running"
+# Time without NTP: the hourly save of the clock works as timesyncd's user.
+clock=$(remote 'systemctl start keksbox-clock.service && stat -c "%U %Y" /var/lib/systemd/timesync/clock') ||
+    fail "boot 2: keksbox-clock.service failed: $clock"
+[ "${clock% *}" = systemd-timesync ] && [ "${clock#* }" -ge $(($(date +%s) - 600)) ] ||
+    fail "boot 2: the saved clock is '$clock' (want systemd-timesync's, from the last minutes)"
+echo "image-test: boot 2: keksbox-clock saved the time for the next boot"
 remote systemd-analyze time | head -1 | sed 's/^/image-test: boot 2: /'
 remote systemd-analyze blame | head -5 | sed 's/^ */image-test: boot 2: slowest: /'
 remote 'test ! -e /etc/ssh/ssh_host_ed25519_key.pub || ssh-keygen -lf /etc/ssh/ssh_host_ed25519_key.pub' | sed 's/^/image-test: boot 2: host key made on the box: /'

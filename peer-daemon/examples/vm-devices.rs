@@ -17,6 +17,7 @@ use std::time::{Duration, Instant};
 
 use alsa::pcm::{Access, Format, HwParams, PCM};
 use alsa::{Direction, ValueOr};
+use keksbox_peer::alsa_capture::AlsaCapture;
 use keksbox_peer::encode::{H264Encoder, OpusEncoder};
 use keksbox_peer::source::{
     AUDIO_FRAME, AudioConfig, DeviceError, VideoConfig, VideoData, VideoMode, VideoSource, open_audio, open_video,
@@ -69,6 +70,19 @@ fn camera() -> Result<(), String> {
         let mut decoder = openh264::decoder::Decoder::new().map_err(|e| format!("decoder: {e}"))?;
         let (mut decoded, mut previous, mut changed) = (0, None::<Vec<u8>>, 0);
         let frames = 30;
+        if format == "auto" {
+            // A second user of a streaming camera is told it is busy.
+            cam.next_frame().map_err(|e| format!("first frame: {e}"))?;
+            let err = open_video(&VideoConfig {
+                device: "/dev/video0".into(),
+                ..camera_config("auto")
+            })
+            .err();
+            println!("camera: a second open while streaming gave {err:?}");
+            if !matches!(err, Some(DeviceError::Busy(_))) {
+                return Err(format!("expected Busy, got {err:?}"));
+            }
+        }
         for i in 0..frames {
             let frame = cam.next_frame().map_err(|e| format!("frame {i}: {e}"))?;
             let VideoData::I420(i420) = &frame.data else {
@@ -139,6 +153,11 @@ fn microphone() -> Result<(), String> {
         gain_db: 0.0,
     })
     .map_err(|e| format!("open microphone: {e}"))?;
+    let err = AlsaCapture::open("hw:Loopback,1,0").err();
+    println!("microphone: a second open gave {err:?}");
+    if !matches!(err, Some(DeviceError::Busy(_))) {
+        return Err(format!("expected Busy, got {err:?}"));
+    }
     let mut opus = OpusEncoder::new(32).map_err(|e| format!("Opus encoder: {e}"))?;
     let mut decoder = opus::Decoder::new(48_000, opus::Channels::Mono).map_err(|e| e.to_string())?;
     let (mut buf, mut sum, mut n, mut packets, mut decoded_sum, mut decoded_n) =

@@ -82,6 +82,9 @@ bench: web
 	@# rift: 500 MB rift to rift through the relay, raw TCP over loopback beside it.
 	$(CARGO) build --release -p rift
 	unshare -n rift/bench/throughput.sh $(CURDIR)/target/release/keksbox $(CURDIR)/target/release/rift
+	@# TURN (issue 9): rift A to B through the box's relay (namespaces, client isolation), and
+	@# direct (forwarding on) beside it; keksbox CPU per relayed MB.
+	appliance/bench/turn.sh $(CURDIR)/target/release/keksbox $(CURDIR)/target/release/rift
 	@# Peer daemon devices: RNNoise per 10 ms frame, test pattern and camera format conversion.
 	$(CARGO) run --release -q -p keksbox-peer --example devices-bench
 

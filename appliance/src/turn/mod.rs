@@ -301,6 +301,20 @@ impl Turn {
         for server in &self.servers {
             let _ = server.close().await;
         }
+        let s = self.stats();
+        log::info!(
+            "TURN: {} allocations, {} bytes relayed; refused: {} over the per-client cap, {} over the total cap, \
+             {} toward peers outside the allowed prefixes, {} with bad credentials; {} datagrams over the \
+             bandwidth cap; {} ended by expiry",
+            s.allocations,
+            s.relayed_bytes,
+            s.refused_client_quota,
+            s.refused_total_quota,
+            s.refused_peer,
+            s.refused_credentials,
+            s.dropped_bandwidth,
+            s.expired
+        );
     }
 }
 

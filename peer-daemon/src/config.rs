@@ -151,14 +151,14 @@ impl SummonConfig {
 #[non_exhaustive]
 pub enum ConfigError {
     /// The file cannot be read.
-    #[error("cannot read {path}: {source} (create it from config/peer.toml or pass --config)")]
+    #[error("cannot read {path} (create it from config/peer.toml or pass --config)")]
     Read { path: PathBuf, source: std::io::Error },
     /// Not valid TOML, an unknown key, or a value of the wrong type.
     #[error("{path}: {message}")]
     Parse { path: PathBuf, message: String },
     /// The secret file is missing or unreadable.
     #[error(
-        "cannot read the room secret from {path}: {source} (set [room] secret_file to a readable file, or use LoadCredential=room-secret:...)"
+        "cannot read the room secret from {path} (set [room] secret_file to a readable file, or use LoadCredential=room-secret:...)"
     )]
     Secret { path: PathBuf, source: std::io::Error },
     /// The secret file is empty or too long.

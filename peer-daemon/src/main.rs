@@ -32,8 +32,11 @@ fn main() -> ExitCode {
     match run(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            log::error!("{e:#}");
-            eprintln!("keksbox-peer: {e:#}");
+            if std::env::var_os("JOURNAL_STREAM").is_some() {
+                log::error!("{e:#}");
+            } else {
+                eprintln!("keksbox-peer: {e:#}");
+            }
             ExitCode::from(2)
         }
     }
@@ -60,6 +63,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
     let credentials = std::env::var_os("CREDENTIALS_DIRECTORY").map(PathBuf::from);
     let secret = config.secret(credentials.as_deref())?;
     if cli.check {
+        check_devices(&config)?;
         println!(
             "{}: ok ({})",
             cli.config.display(),
@@ -96,6 +100,28 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         stop.store(true, Ordering::Relaxed);
         result
     })
+}
+
+/// Opens each enabled device once, so a wrong path is reported before the service starts
+/// (the running daemon only logs it and retries: devices come and go).
+fn check_devices(config: &Config) -> anyhow::Result<()> {
+    if config.video.enabled {
+        if let Err(e) = keksbox_peer::source::open_video(&config.video.device) {
+            anyhow::bail!(
+                "[video] device = {:?}: {e} (\"\" takes the first camera found, \"synthetic\" the test pattern; or set [video] enabled = false)",
+                config.video.device.device
+            );
+        }
+    }
+    if config.audio.enabled {
+        if let Err(e) = keksbox_peer::source::open_audio(&config.audio.device) {
+            anyhow::bail!(
+                "[audio] pcm = {:?}: {e} (arecord -L lists capture PCMs; \"synthetic\" is a test tone; or set [audio] enabled = false)",
+                config.audio.device.pcm
+            );
+        }
+    }
+    Ok(())
 }
 
 /// Pets systemd's watchdog at half its interval while the runtime is alive.

@@ -185,5 +185,5 @@ mkdir -p "$KEKSBOX_STATE/tls"
 echo "not a certificate" > "$KEKSBOX_STATE/tls/cert.pem"
 check "a broken certificate file gives no fingerprint, not garbage" test -z "$(fingerprint 1)"
 
-echo "image scripts: $passed passed, $failed failed"
+echo "image-scripts: $passed passed, $failed failed"
 [ "$failed" = 0 ]

@@ -124,6 +124,11 @@ fn canonical(addr: IpAddr) -> IpAddr {
 /// a LAN.
 pub const SOCKET_BUFFER: usize = 32 << 10;
 
+/// What rustls may hold of TLS records not yet written to a connection's socket (its default
+/// is 64 KiB). The WebSocket above writes 16 KiB frames, so more would only be what a
+/// member that does not read makes the relay keep.
+pub const TLS_BUFFER: usize = 16 << 10;
+
 /// Fixes an accepted connection's kernel buffers at [`SOCKET_BUFFER`] (which also stops
 /// their growth); a failure is logged and the connection served anyway.
 pub fn bound_socket_buffers(socket: &impl std::os::fd::AsFd) {

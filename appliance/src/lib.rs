@@ -203,7 +203,10 @@ fn spawn_connection(
         match tls {
             None => serve_http_connection(state2, stream, peer, local, slot).await,
             Some(acceptor) => match acceptor.accept(stream).await {
-                Ok(stream) => serve_http_connection(state2, stream, peer, local, slot).await,
+                Ok(mut stream) => {
+                    stream.get_mut().1.set_buffer_limit(Some(admission::TLS_BUFFER));
+                    serve_http_connection(state2, stream, peer, local, slot).await
+                }
                 Err(e) => debug!("connection from {peer}: {e}"),
             },
         }

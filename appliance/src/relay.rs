@@ -412,8 +412,10 @@ struct FrameTracker {
     clean_after_large: bool,
 }
 
-/// Frames above this get a fresh receive buffer after their message (see [`Metered`]).
-const LARGE_FRAME: u64 = 64 << 10;
+/// Frames above this get a fresh receive buffer after their message (see [`Metered`]): the
+/// same as [`UNCHARGED_RECEIVE`], so a connection keeps no more than that of what it was
+/// sent once the budget no longer counts it.
+const LARGE_FRAME: u64 = UNCHARGED_RECEIVE as u64;
 
 impl FrameTracker {
     /// How much the next read may take so as not to cross the end of a frame (or a frame

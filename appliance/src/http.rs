@@ -35,6 +35,9 @@ pub async fn route(state: Arc<State>, peer: String, slot: Arc<Slot>, req: Reques
     if path == "/signaling" {
         return upgrade(state, peer, slot, req);
     }
+    if path == "/summon" {
+        return with_headers(crate::summon::handle(&state.config.summon, &peer, req).await);
+    }
     if req.method() != Method::GET && req.method() != Method::HEAD {
         return with_headers(text(StatusCode::METHOD_NOT_ALLOWED, "method not allowed\n"));
     }
@@ -97,7 +100,8 @@ pub fn client_config(state: &State, local: Option<std::net::SocketAddr>) -> serd
     if let Some((listener, c)) = &own {
         let (stun, turn) = (crate::turn::url("stun", *listener), crate::turn::url("turn", *listener));
         ice_servers.push(json!({ "urls": [stun] }));
-        ice_servers.push(json!({ "urls": [turn], "username": c.username, "credential": c.password }));
+        let turn_tcp = format!("{turn}?transport=tcp");
+        ice_servers.push(json!({ "urls": [turn, turn_tcp], "username": c.username, "credential": c.password }));
         webrtc.insert("stun".into(), json!(stun));
         webrtc.insert("turn".into(), json!(turn));
         webrtc.insert("turn_user".into(), json!(c.username));
@@ -127,6 +131,10 @@ pub fn client_config(state: &State, local: Option<std::net::SocketAddr>) -> serd
     // what the browser shows. Absent without TLS.
     if let Some(fp) = &state.fingerprint {
         config["appliance"] = json!({ "fingerprint_sha256": fp.to_string() });
+    }
+    // The start page offers "Use this room's camera and microphone" only when it works.
+    if state.config.summon.enabled() {
+        config["appliance"]["summon"] = json!(true);
     }
     config
 }

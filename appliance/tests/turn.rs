@@ -364,6 +364,10 @@ async fn config_json_hands_out_the_arrival_address_and_fresh_working_credentials
     assert!((now + 86300..=now + 86500).contains(&expiry), "a day ahead: {user}");
     assert_ne!(w["turn_user"], second["webrtc"]["turn_user"], "fresh per request");
     assert_eq!(w["ice_servers"][1]["urls"][0].as_str().unwrap(), turn_url);
+    assert_eq!(
+        w["ice_servers"][1]["urls"][1].as_str().unwrap(),
+        format!("{turn_url}?transport=tcp")
+    );
     assert_eq!(w["ice_servers"][1]["username"], w["turn_user"]);
     // The secret: kept private in the state directory, and the password is its HMAC.
     let meta = std::fs::metadata(state_dir.join("turn-secret")).unwrap();
@@ -400,4 +404,104 @@ async fn config_json_hands_out_the_arrival_address_and_fresh_working_credentials
 
 fn config_for_appliance() -> TurnConfig {
     config(50800)
+}
+
+/// A TURN client whose transport is a TCP connection to the server.
+async fn tcp_client(turn: &Turn, creds: &Credentials) -> Client {
+    let server = turn.listening()[0];
+    let stream = tokio::net::TcpStream::connect(server).await.unwrap();
+    let conn = keksbox::turn::tcp::TcpConn::new(stream).unwrap();
+    let client = Client::new(ClientConfig {
+        stun_serv_addr: server.to_string(),
+        turn_serv_addr: server.to_string(),
+        username: creds.username.clone(),
+        password: creds.password.clone(),
+        realm: keksbox::turn::REALM.to_owned(),
+        software: String::new(),
+        rto_in_ms: 0,
+        conn: Arc::new(conn),
+        vnet: None,
+    })
+    .await
+    .unwrap();
+    client.listen().await.unwrap();
+    client
+}
+
+#[tokio::test]
+async fn turn_over_tcp_relays_and_refuses_like_udp() {
+    let secret = Secret::random().unwrap();
+    let mut cfg = config(50900);
+    cfg.allowed_prefixes = vec!["127.0.0.0/30".into()];
+    let turn = start(&cfg, &secret).await;
+    let c = tcp_client(&turn, &turn.credentials().unwrap()).await;
+    let relay = tokio::time::timeout(Duration::from_secs(10), c.allocate())
+        .await
+        .unwrap()
+        .unwrap();
+    let peer = peer("127.0.0.2").await;
+    // Both directions, several messages (ChannelData after the first, padded on TCP).
+    for i in 0..5u8 {
+        let msg = vec![i; 1 + usize::from(i) * 3];
+        relay.send_to(&msg, peer.local_addr().unwrap()).await.unwrap();
+        let (got, from) = recv(&peer, Duration::from_secs(5)).await.expect("relayed over TCP");
+        assert_eq!(got, msg);
+        peer.send_to(&msg, from).await.unwrap();
+        let mut buf = [0u8; 64];
+        let (n, _) = tokio::time::timeout(Duration::from_secs(5), relay.recv_from(&mut buf))
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(&buf[..n], &msg[..]);
+    }
+    let outside = peer_at("127.0.0.9").await;
+    let _ = relay.send_to(b"let me out", outside.local_addr().unwrap()).await;
+    assert!(recv(&outside, Duration::from_millis(700)).await.is_none());
+    assert!(turn.stats().refused_peer >= 1);
+    // Forged credentials over TCP fail too.
+    let mut forged = turn.credentials().unwrap();
+    forged.password = "AAAA".into();
+    let bad = tcp_client(&turn, &forged).await;
+    assert!(
+        tokio::time::timeout(Duration::from_secs(10), bad.allocate())
+            .await
+            .unwrap()
+            .is_err()
+    );
+    turn.close().await;
+}
+
+#[tokio::test]
+async fn junk_over_tcp_closes_that_connection_only() {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let secret = Secret::random().unwrap();
+    let turn = start(&config(50950), &secret).await;
+    let server = turn.listening()[0];
+    let mut junk = tokio::net::TcpStream::connect(server).await.unwrap();
+    // Top bits 10: neither STUN nor ChannelData.
+    junk.write_all(&[0x80, 0, 0, 4, 1, 2, 3, 4]).await.unwrap();
+    let mut buf = [0u8; 16];
+    let n = tokio::time::timeout(Duration::from_secs(5), junk.read(&mut buf))
+        .await
+        .unwrap();
+    assert!(matches!(n, Ok(0) | Err(_)), "closed: {n:?}");
+    // A frame longer than 1,500 bytes: closed as well.
+    let mut long = tokio::net::TcpStream::connect(server).await.unwrap();
+    long.write_all(&[0x40, 0, 0x10, 0]).await.unwrap();
+    let n = tokio::time::timeout(Duration::from_secs(5), long.read(&mut buf))
+        .await
+        .unwrap();
+    assert!(matches!(n, Ok(0) | Err(_)), "closed: {n:?}");
+    let c = tcp_client(&turn, &turn.credentials().unwrap()).await;
+    assert!(
+        tokio::time::timeout(Duration::from_secs(10), c.allocate())
+            .await
+            .unwrap()
+            .is_ok()
+    );
+    turn.close().await;
+}
+
+async fn peer_at(ip: &str) -> UdpSocket {
+    peer(ip).await
 }

@@ -49,9 +49,9 @@ pub(super) struct Current {
     pub(super) client: Mutex<Option<SocketAddr>>,
 }
 
-/// The socket clients send TURN requests to.
+/// The socket clients send TURN requests to: the UDP listener, or one TCP connection.
 pub(super) struct ListenConn {
-    pub(super) inner: UdpSocket,
+    pub(super) inner: Arc<dyn Conn + Send + Sync>,
     pub(super) shared: Arc<Shared>,
     pub(super) current: Arc<Current>,
 }
@@ -146,11 +146,11 @@ fn error_response(request: &Message, code: ErrorCode, reason: &str) -> Option<Ve
 #[async_trait]
 impl Conn for ListenConn {
     async fn connect(&self, addr: SocketAddr) -> webrtc_util::Result<()> {
-        Ok(self.inner.connect(addr).await?)
+        self.inner.connect(addr).await
     }
 
     async fn recv(&self, buf: &mut [u8]) -> webrtc_util::Result<usize> {
-        Ok(self.inner.recv(buf).await?)
+        self.inner.recv(buf).await
     }
 
     async fn recv_from(&self, buf: &mut [u8]) -> webrtc_util::Result<(usize, SocketAddr)> {
@@ -169,23 +169,23 @@ impl Conn for ListenConn {
     }
 
     async fn send(&self, buf: &[u8]) -> webrtc_util::Result<usize> {
-        Ok(self.inner.send(buf).await?)
+        self.inner.send(buf).await
     }
 
     async fn send_to(&self, buf: &[u8], target: SocketAddr) -> webrtc_util::Result<usize> {
-        Ok(self.inner.send_to(buf, target).await?)
+        self.inner.send_to(buf, target).await
     }
 
     fn local_addr(&self) -> webrtc_util::Result<SocketAddr> {
-        Ok(self.inner.local_addr()?)
+        self.inner.local_addr()
     }
 
     fn remote_addr(&self) -> Option<SocketAddr> {
-        None
+        self.inner.remote_addr()
     }
 
     async fn close(&self) -> webrtc_util::Result<()> {
-        Ok(())
+        self.inner.close().await
     }
 
     fn as_any(&self) -> &(dyn std::any::Any + Send + Sync) {

@@ -20,11 +20,13 @@
 //! allocation gets is on the interface its client reached: peers on another interface reach
 //! it through the box's routing, not through forwarding.
 //!
-//! UDP only for now: TURN over TCP (for networks that block UDP) is not served yet.
+//! TURN over TCP ([`tcp`]) listens on the same port, for networks that block UDP; each
+//! connection gets a server of its own behind the same policy, and relays over UDP.
 
 pub mod auth;
 mod conn;
 pub mod policy;
+pub mod tcp;
 
 use std::net::{IpAddr, SocketAddr};
 use std::path::Path;
@@ -125,6 +127,8 @@ impl TurnConfig {
 /// The running STUN and TURN service.
 pub struct Turn {
     servers: Vec<Server>,
+    /// The TCP accept loops, aborted at close (each connection's server ends with it).
+    tcp_tasks: Vec<tokio::task::JoinHandle<()>>,
     listening: Vec<SocketAddr>,
     secret: Secret,
     ttl: Duration,
@@ -217,6 +221,7 @@ impl Turn {
         let mut port = config.port;
         let mut servers = Vec::new();
         let mut listening = Vec::new();
+        let mut tcp_tasks = Vec::new();
         for &ip in &addresses.listen {
             let addr = SocketAddr::new(ip, port);
             let socket = UdpSocket::bind(addr).await.map_err(|e| {
@@ -224,38 +229,23 @@ impl Turn {
             })?;
             let local = socket.local_addr()?;
             port = local.port();
-            let current = Arc::new(Current::default());
-            let last_expiry = Arc::new(Mutex::new(None));
-            let server = Server::new(ServerConfig {
-                conn_configs: vec![ConnConfig {
-                    conn: Arc::new(ListenConn {
-                        inner: socket,
-                        shared: shared.clone(),
-                        current: current.clone(),
-                    }),
-                    relay_addr_generator: Box::new(RelayGenerator {
-                        shared: shared.clone(),
-                        ip,
-                        current,
-                        last_expiry: last_expiry.clone(),
-                    }),
-                }],
-                realm: REALM.to_owned(),
-                auth_handler: Arc::new(auth::AuthHandler {
-                    secret: secret.clone(),
-                    stats: shared.stats.clone(),
-                    last_expiry,
-                }),
-                channel_bind_timeout: Duration::ZERO,
-                alloc_close_notify: None,
-            })
-            .await
-            .with_context(|| format!("cannot start the TURN server on {local}"))?;
-            servers.push(server);
+            let tcp = tokio::net::TcpListener::bind(local).await.map_err(|e| {
+                anyhow::anyhow!("cannot bind the TURN port {local} (TCP): {e} (set turn.port, or turn.enabled = false)")
+            })?;
+            servers.push(server_on(Arc::new(socket), ip, &shared, &secret).await?);
+            let (shared2, secret2) = (shared.clone(), secret.clone());
+            tcp_tasks.push(tokio::spawn(tcp::accept_loop(
+                tcp,
+                config.max_allocations,
+                move |conn| {
+                    let (shared, secret) = (shared2.clone(), secret2.clone());
+                    async move { server_on(conn, ip, &shared, &secret).await }
+                },
+            )));
             listening.push(local);
         }
         log::info!(
-            "STUN/TURN on UDP {} (relaying to {}; relay ports {}-{})",
+            "STUN/TURN on UDP and TCP {} (relaying to {}; relay ports {}-{})",
             listening.iter().map(ToString::to_string).collect::<Vec<_>>().join(", "),
             shared
                 .policy
@@ -269,6 +259,7 @@ impl Turn {
         );
         Ok(Turn {
             servers,
+            tcp_tasks,
             listening,
             secret,
             ttl: Duration::from_secs(config.credential_ttl_secs),
@@ -298,6 +289,9 @@ impl Turn {
 
     /// Stops every listener and ends every allocation.
     pub async fn close(&self) {
+        for task in &self.tcp_tasks {
+            task.abort();
+        }
         for server in &self.servers {
             let _ = server.close().await;
         }
@@ -316,6 +310,44 @@ impl Turn {
             s.expired
         );
     }
+}
+
+/// A TURN server (the crate's) on `inner`, a UDP socket or one TCP connection, with the
+/// appliance's policy around it; allocations relay from `ip`.
+async fn server_on(
+    inner: Arc<dyn webrtc_util::Conn + Send + Sync>,
+    ip: IpAddr,
+    shared: &Arc<Shared>,
+    secret: &Secret,
+) -> anyhow::Result<Server> {
+    let current = Arc::new(Current::default());
+    let last_expiry = Arc::new(Mutex::new(None));
+    let local = inner.local_addr()?;
+    Server::new(ServerConfig {
+        conn_configs: vec![ConnConfig {
+            conn: Arc::new(ListenConn {
+                inner,
+                shared: shared.clone(),
+                current: current.clone(),
+            }),
+            relay_addr_generator: Box::new(RelayGenerator {
+                shared: shared.clone(),
+                ip,
+                current,
+                last_expiry: last_expiry.clone(),
+            }),
+        }],
+        realm: REALM.to_owned(),
+        auth_handler: Arc::new(auth::AuthHandler {
+            secret: secret.clone(),
+            stats: shared.stats.clone(),
+            last_expiry,
+        }),
+        channel_bind_timeout: Duration::ZERO,
+        alloc_close_notify: None,
+    })
+    .await
+    .with_context(|| format!("cannot start the TURN server on {local}"))
 }
 
 /// The URL of `addr` for `scheme` (`stun` or `turn`), brackets around IPv6.

@@ -52,10 +52,8 @@ use crate::trust::Trust;
 pub const CHUNK: usize = 64 << 10;
 /// Bytes a sender keeps in flight per data channel before `send` waits (the window).
 pub const SEND_WINDOW: usize = 1 << 20;
-/// Why an upload whose channel never opened failed; such an upload is retried.
+/// Why an upload whose channel never opened failed (the member refused it, or left).
 pub(crate) const NOT_OPENED: &str = "the data channel closed before it opened";
-/// Times an upload whose channel never opened is tried again.
-const OPEN_RETRIES: u8 = 3;
 /// Requests one member may have waiting for a channel.
 const MAX_QUEUED_UPLOADS: usize = 4096;
 /// Forwarded connections waiting for their channel, per port resource.
@@ -453,8 +451,6 @@ struct Task {
     internal_tx: mpsc::UnboundedSender<Internal>,
     /// Every data channel handle of each member's connection (see [`Task::keep_channel`]).
     channels: HashMap<ClientId, Vec<Arc<dyn DataChannel>>>,
-    /// How often each upload's channel was opened again after it closed unopened.
-    open_retries: HashMap<TransferKey, u8>,
     /// Uploads whose `end` went out and that wait for SCTP's acknowledgement, with their size.
     finishing: HashMap<TransferKey, u64>,
     /// Uploads requested and waiting for their channel, per member.
@@ -495,7 +491,6 @@ async fn run(
         internal_tx,
         channels: HashMap::new(),
         finishing: HashMap::new(),
-        open_retries: HashMap::new(),
         queued_uploads: HashMap::new(),
         opening: HashMap::new(),
         leaving: HashMap::new(),
@@ -769,19 +764,7 @@ impl Task {
                 {
                     self.opening.remove(&peer);
                 }
-                // The webrtc crate now and then closes a new channel before it opens (see
-                // `on_requested`); the receiver never saw it, so open another.
-                let tries = self.open_retries.entry(key.clone()).or_default();
-                if matches!(&progress, Progress::Failed(why) if why == NOT_OPENED) && *tries < OPEN_RETRIES {
-                    *tries += 1;
-                    log::info!("the channel for {} closed before it opened; trying again", key.id);
-                    self.queued_uploads.entry(peer).or_default().push_front(key);
-                } else {
-                    if matches!(progress, Progress::Done(_) | Progress::Failed(_)) {
-                        self.open_retries.remove(&key);
-                    }
-                    self.emit(RoomEvent::Upload(key, progress)).await;
-                }
+                self.emit(RoomEvent::Upload(key, progress)).await;
                 self.open_next_upload(peer).await;
             }
             Internal::Stream(key, progress) => {
@@ -797,26 +780,12 @@ impl Task {
                 if ended {
                     self.streams.remove(&key);
                 }
-                let tries = self.open_retries.entry(key.transfer.clone()).or_default();
-                if outgoing && matches!(&progress, Progress::Failed(why) if why == NOT_OPENED) && *tries < OPEN_RETRIES
-                {
-                    *tries += 1;
-                    log::info!(
-                        "the channel for {} closed before it opened; trying again",
-                        key.transfer.id
-                    );
-                    self.queued_uploads.entry(peer).or_default().push_front(key.transfer);
-                } else {
-                    if progress == Progress::Started {
-                        self.open_retries.remove(&key.transfer);
-                    }
-                    self.emit(RoomEvent::Stream {
-                        key,
-                        outgoing,
-                        progress,
-                    })
-                    .await;
-                }
+                self.emit(RoomEvent::Stream {
+                    key,
+                    outgoing,
+                    progress,
+                })
+                .await;
                 if outgoing {
                     self.open_next_upload(peer).await;
                 }
@@ -871,9 +840,8 @@ impl Task {
         if !port {
             self.emit(RoomEvent::Requested(key.clone())).await;
         }
-        // One upload at a time per member: with the webrtc crate, channels opened while
-        // another was opening or closing were closed again before they opened (seen here
-        // with 4 parallel requests).
+        // One upload at a time per member: the files share one SCTP association, so one
+        // after the other brings the first file sooner at the same total rate.
         let queue = self.queued_uploads.entry(from).or_default();
         if queue.len() >= MAX_QUEUED_UPLOADS {
             log::warn!(

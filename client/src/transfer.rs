@@ -12,42 +12,35 @@ use webrtc::data_channel::{DataChannel, DataChannelEvent};
 
 use crate::room::{CHUNK, DRAIN_TIMEOUT, Internal, NOT_OPENED, Progress, Sink, Source, TransferKey};
 
-/// Watches a data channel's events for a sending task: open, closed.
+/// Watches a data channel's events for a sending task.
 fn watch_channel(dc: Arc<dyn DataChannel>) -> tokio::sync::watch::Receiver<ChannelState> {
-    let (tx, rx) = tokio::sync::watch::channel(ChannelState::Connecting);
+    let (tx, rx) = tokio::sync::watch::channel(ChannelState::default());
     tokio::spawn(async move {
         // Polling keeps the driver's per-channel queue drained while the sender is blocked
         // in `send` waiting for window: an unpolled channel would hold the driver back.
         while let Some(event) = dc.poll().await {
+            log::trace!("channel {}: {event:?}", dc.id());
             match event {
-                DataChannelEvent::OnOpen => {
-                    let _ = tx.send(ChannelState::Open);
-                }
-                DataChannelEvent::OnBufferedAmountLow => {
-                    tx.send_if_modified(|s| {
-                        let sent_end = *s == ChannelState::Open;
-                        if sent_end {
-                            *s = ChannelState::Drained;
-                        }
-                        sent_end
-                    });
-                }
+                DataChannelEvent::OnOpen => tx.send_modify(|s| s.open = true),
+                // Also right after the open (nothing buffered yet): only a count, which the
+                // sender compares with the count when it sent `end`.
+                DataChannelEvent::OnBufferedAmountLow => tx.send_modify(|s| s.lows += 1),
                 DataChannelEvent::OnClose => break,
                 _ => {}
             }
         }
-        let _ = tx.send(ChannelState::Closed);
+        tx.send_modify(|s| s.closed = true);
     });
     rx
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum ChannelState {
-    Connecting,
-    Open,
-    /// The buffered amount fell below the low threshold.
-    Drained,
-    Closed,
+/// What a sender knows of its channel.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+struct ChannelState {
+    open: bool,
+    closed: bool,
+    /// Times the buffered amount fell below the low threshold.
+    lows: u64,
 }
 
 pub(crate) async fn upload(
@@ -75,9 +68,9 @@ async fn upload_inner(
     size: Option<u64>,
     report: &mpsc::UnboundedSender<Internal>,
 ) -> Result<u64, String> {
-    let mut state = watch_channel(dc.clone());
-    let open = state.wait_for(|s| *s != ChannelState::Connecting).await.map(|s| *s);
-    if !matches!(open, Ok(ChannelState::Open)) {
+    let state = watch_channel(dc.clone());
+    let opened = state.clone().wait_for(|s| s.open || s.closed).await.map(|s| s.open);
+    if !matches!(opened, Ok(true)) {
         return Err(NOT_OPENED.into());
     }
     let _ = report.send(Internal::Upload(key.clone(), Progress::Started));
@@ -99,7 +92,7 @@ async fn upload_inner(
             break;
         }
         buf.truncate(n);
-        if *state.borrow() == ChannelState::Closed {
+        if state.borrow().closed {
             return Err("the receiver closed the data channel".into());
         }
         dc.send(buf).await.map_err(|e| format!("sending failed: {e}"))?;
@@ -125,6 +118,7 @@ async fn upload_inner(
     // files in a row); an open idle channel costs a stream id and a few bytes until the
     // connection ends. Receivers (rift, browsers) finish on `end`, not on the close.
     let _ = dc.set_buffered_amount_low_threshold(1).await;
+    let lows_before_end = state.borrow().lows;
     dc.send_text("end").await.map_err(|e| format!("sending failed: {e}"))?;
     let _ = report.send(Internal::EndSent(key.clone(), sent));
     // The last small message was seen to sit in the crate's send pipeline until something
@@ -139,10 +133,12 @@ async fn upload_inner(
     // the channel is reliable and still open, so after a while the end counts as sent.
     let deadline = tokio::time::Instant::now() + DRAIN_TIMEOUT;
     loop {
-        match *state.borrow() {
-            ChannelState::Drained => break,
-            ChannelState::Closed => return Err("the receiver closed the data channel before the end".into()),
-            _ => {}
+        let now = *state.borrow();
+        if now.closed {
+            return Err("the receiver closed the data channel before the end".into());
+        }
+        if now.lows > lows_before_end {
+            break;
         }
         if tokio::time::Instant::now() > deadline {
             log::debug!(

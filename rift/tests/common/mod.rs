@@ -32,12 +32,11 @@ pub fn netns(test: &str) -> bool {
             .status()
             .expect("unshare (util-linux) is needed; the tests run as root to make network namespaces")
     };
-    // One retry, said loudly: the webrtc crate now and then closes a new data channel before
-    // it opens (issue 7's note), which hangs a transfer. A second failure fails the test.
-    if !run().success() {
-        eprintln!("RETRYING {test}: it failed once (known webrtc channel-open flake, see issue 7)");
-        assert!(run().success(), "{test} failed twice inside its network namespace");
-    }
+    let status = run();
+    assert!(
+        status.success(),
+        "{test} failed inside its network namespace ({status})"
+    );
     false
 }
 

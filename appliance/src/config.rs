@@ -21,6 +21,8 @@ pub struct Config {
     pub tls: crate::tls::TlsConfig,
     pub mdns: crate::mdns::MdnsConfig,
     pub turn: crate::turn::TurnConfig,
+    /// `[summon]`: inviting keksbox-peer into a room from the start page (off by default).
+    pub summon: crate::summon::SummonConfig,
 }
 
 /// `[server]`
@@ -136,6 +138,7 @@ impl Config {
     }
 
     fn validate(&self) -> anyhow::Result<()> {
+        self.summon.check().map_err(|e| anyhow::anyhow!(e))?;
         let l = &self.limits;
         for (name, value) in [
             ("limits.max_connections", l.max_connections),

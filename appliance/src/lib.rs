@@ -42,6 +42,7 @@ pub mod mdns;
 pub mod platform;
 mod redirect;
 pub mod relay;
+pub mod summon;
 pub mod tls;
 pub mod turn;
 

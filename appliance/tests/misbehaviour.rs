@@ -295,3 +295,39 @@ async fn flooding_member_is_paced_and_cannot_crowd_out_others() {
     flooder.relay(Some(reader.id), "still here").await;
     assert_eq!(reader.recv().await, message_packet(flooder.id, "still here"));
 }
+
+#[tokio::test]
+async fn packets_that_deliver_nothing_are_paced_too() {
+    // Pings make the relay read, parse and lock but deliver nothing: they cost nothing, so
+    // a member could keep a core busy with them. Each now costs its size plus 256 bytes.
+    let mut config = Config::default();
+    config.limits.relay_bytes_per_sec = 25_600;
+    config.limits.relay_burst_bytes = 25_600;
+    let relay = Relay::start(config).await;
+    let (mut pinger, mut other, mut witness) = (relay.client().await, relay.client().await, relay.client().await);
+    for c in [&mut pinger, &mut other, &mut witness] {
+        c.join(&hash('c')).await;
+    }
+    for c in [&mut pinger, &mut other, &mut witness] {
+        for _ in 0..3 {
+            c.recv().await;
+        }
+    }
+    // 400 pings of about 270 bytes each: the 25.6 kB burst covers fewer than 100, the rest
+    // go at about 95 a second.
+    let started = Instant::now();
+    for _ in 0..400 {
+        pinger.send(json!({"ping": null})).await;
+    }
+    pinger.relay(Some(witness.id), "after the pings").await;
+    // Another member is not slowed by it.
+    other.relay(Some(witness.id), "meanwhile").await;
+    assert_eq!(witness.recv().await, message_packet(other.id, "meanwhile"));
+    assert!(started.elapsed() < Duration::from_secs(1), "{:?}", started.elapsed());
+    assert_eq!(witness.recv().await, message_packet(pinger.id, "after the pings"));
+    let elapsed = started.elapsed();
+    assert!(
+        elapsed >= Duration::from_millis(2500),
+        "the pings were paced: {elapsed:?}"
+    );
+}

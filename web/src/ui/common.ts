@@ -30,7 +30,7 @@ export function initLanguage(): void {
 export interface ClientConfig {
   webrtc: { stun?: string; turn?: string; turn_user?: string; turn_cred?: string };
   /** keksbox only: its TLS certificate, so people can compare it with what the browser shows. */
-  appliance?: { fingerprint_sha256?: string };
+  appliance?: { fingerprint_sha256?: string; summon?: boolean };
 }
 
 /** /config.json, or an empty config when the server has none. */

@@ -16,6 +16,18 @@ const [nameField, nameInput] = labelled(t("your_name"), h("input", { type: "text
 const [roomField, roomInput] = labelled(t("room_name"), h("input", { type: "text", autocomplete: "off", spellcheck: "false", value: generateSecret(), class: "secret" }));
 const list = h("ul", { class: "known", id: "known-rooms" });
 const counts = new Map<string, HTMLElement>();
+// Shown when the box offers its own camera and microphone (/config.json appliance.summon).
+const [codeField, codeInput] = labelled(t("summon_code"), h("input", { type: "text", autocomplete: "off", spellcheck: "false", id: "summon-code", inputmode: "numeric" }));
+const summonStatus = h("p", { id: "summon-status", "aria-live": "polite" });
+const summon = h(
+  "section",
+  { id: "summon", "aria-labelledby": "summon-h", hidden: true },
+  h("h2", { id: "summon-h" }, t("summon_heading")),
+  h("p", {}, t("summon_help")),
+  codeField,
+  h("button", { type: "button", id: "summon-button", onclick: () => void summonPeer() }, t("summon_button")),
+  summonStatus,
+);
 // Filled in when the appliance serves HTTPS with its own certificate.
 const fingerprint = h("section", { id: "fingerprint", "aria-labelledby": "fingerprint-h", hidden: true });
 
@@ -39,6 +51,7 @@ app.append(
         h("button", { type: "button", id: "open-display", onclick: () => go(true) }, t("open_display")),
       ),
     ),
+    summon,
     h("section", { "aria-labelledby": "known-h" }, h("h2", { id: "known-h" }, t("known_rooms")), list),
     fingerprint,
   ),
@@ -115,3 +128,35 @@ async function showFingerprint(): Promise<void> {
 }
 
 void showFingerprint();
+
+/**
+ * Invites the box's camera and microphone into the room named above: the secret and the room
+ * code go to the box (same origin: over TLS when it serves TLS), which hands the secret to
+ * keksbox-peer. On success this browser joins the room too.
+ */
+async function summonPeer(): Promise<void> {
+  const secret = roomInput.value.trim();
+  if (!secret || secret.includes("?")) return void roomInput.reportValidity();
+  summonStatus.textContent = "";
+  let reason: string;
+  try {
+    const r = await fetch("/summon", { method: "POST", headers: { "content-type": "application/json" }, body: JSON.stringify({ code: codeInput.value.trim(), secret }) });
+    if (r.ok) {
+      summonStatus.textContent = t("summon_ok");
+      summonStatus.dataset.state = "ok";
+      go();
+      return;
+    }
+    reason = (await r.text()).trim();
+  } catch (e) {
+    reason = String(e);
+  }
+  summonStatus.dataset.state = "refused";
+  summonStatus.textContent = t("summon_refused", { reason });
+}
+
+async function showSummon(): Promise<void> {
+  if ((await clientConfig()).appliance?.summon) summon.hidden = false;
+}
+
+void showSummon();

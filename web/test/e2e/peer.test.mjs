@@ -192,3 +192,79 @@ test("the daemon's camera decodes at 640x480 without freezing, its microphone se
   await a.ctx.close();
   await b.ctx.close();
 });
+
+test("summoning: refused without the room code; with it the daemon joins the browser's room, the browser decodes its camera, and it leaves once the room is empty", T, async () => {
+  const port = PORT + 1000;
+  const base = `http://127.0.0.1:${port}`;
+  const sock = pjoin(dir, "summon.sock");
+  const boxConfig = pjoin(dir, "keksbox-summon.toml");
+  await writeFile(boxConfig, `[summon]\ncode = "246810"\nsocket = ${JSON.stringify(sock)}\n`);
+  const box = spawn(BIN, ["--config", boxConfig, "--no-tls", "--bind", `127.0.0.1:${port}`, "--web-dir", pjoin(WEB, "dist")], { stdio: ["ignore", "pipe", "pipe"] });
+  let boxLog = "";
+  box.stderr.on("data", (d) => {
+    boxLog += d;
+    logs.push("summon box: " + d);
+  });
+  daemons.push(box);
+  for (let i = 0; i < 200; i++) {
+    try {
+      if ((await fetch(`${base}/version`)).ok) break;
+    } catch {
+      await sleep(50);
+    }
+  }
+  // No room configured: the daemon waits to be summoned, and leaves 3 s after the room empties.
+  const config = pjoin(dir, "peer-summon.toml");
+  await writeFile(
+    config,
+    `[room]\nserver = "ws://127.0.0.1:${port}"\nname = ${JSON.stringify(NAME)}\nice_bind = ["127.0.0.1"]\n[video]\ndevice = "synthetic"\n[audio]\npcm = "synthetic"\ndenoise = false\n[summon]\nsocket = ${JSON.stringify(sock)}\nleave_after_s = 3\n`,
+  );
+  const daemon = spawn(PEER, ["--config", config], { env: { ...process.env, RUST_LOG: "info,webrtc=error,rtc=error" }, stdio: ["ignore", "pipe", "pipe"] });
+  let out = "";
+  daemon.stderr.on("data", (d) => {
+    out += d;
+    logs.push("summoned peer: " + d);
+  });
+  daemons.push(daemon);
+  await until("the summon socket", async () => (await import("node:fs")).existsSync(sock));
+
+  const secret = "summoned-" + randomBytes(8).toString("hex");
+  const ctx = await browser.newContext();
+  const page = await ctx.newPage();
+  page.on("console", (m) => logs.push(`summoner ${m.type()}: ${m.text()}`));
+  await page.goto(`${base}/?username=summoner`);
+  await page.waitForSelector("#summon:not([hidden])", { timeout: 10_000 });
+  await page.fill("#start-form input.secret", secret);
+  // Without the code: refused, and the daemon stays out.
+  await page.click("#summon-button");
+  await page.waitForSelector("#summon-status[data-state=refused]", { timeout: 10_000 });
+  assert.match(await page.textContent("#summon-status"), /wrong room code/);
+  assert.match(boxLog, /refused a request from 127\.0\.0\.1.* wrong room code/);
+  assert.doesNotMatch(out, /summoned into a room/);
+  // With the code: this browser goes to the room, the daemon follows.
+  await page.fill("#summon-code", "246810");
+  await Promise.all([page.waitForURL(/\/room#/, { timeout: 10_000 }), page.click("#summon-button")]);
+  await page.waitForSelector("body[data-state=joined]", { timeout: 20_000 });
+  const id = await peerId(page);
+  await request(page, id, "video");
+  const s = await until("decoded frames from the summoned camera", () => inbound(page, id, "video").then((s) => s && s.frames > 10 && s), 20_000);
+  assert.equal(`${s.width}x${s.height}`, "640x480");
+  assert.match(boxLog, /invited the room camera and microphone into a room/);
+  assert.ok(!boxLog.includes(secret) && !out.includes(secret), "the secret is not logged");
+  // The browser leaves; 3 s later the daemon leaves too.
+  await ctx.close();
+  await until("the daemon leaving the empty room", async () => /leaving it/.test(out), 15_000);
+  const later = await joinBrowserAt(base, secret, "later");
+  await sleep(2000);
+  const names = await later.page.evaluate(() => [...window.keksbox.room.members.values()].map((m) => m.username));
+  assert.ok(!names.includes(NAME), `the daemon is gone: ${names}`);
+  await later.ctx.close();
+});
+
+async function joinBrowserAt(base, secret, name) {
+  const ctx = await browser.newContext();
+  const page = await ctx.newPage();
+  await page.goto(`${base}/room#${secret}?username=${name}`);
+  await page.waitForSelector("body[data-state=joined]", { timeout: 20_000 });
+  return { ctx, page };
+}

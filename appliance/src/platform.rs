@@ -193,7 +193,7 @@ pub async fn run_appliance(
     shutdown: impl Future<Output = ()>,
 ) -> anyhow::Result<()> {
     let local = listeners.main.local_addr().context("the listener has no address")?;
-    let turn = start_turn(&config, local, state_dir.clone()).await;
+    let turn_dir = state_dir.clone();
     let acceptor = if config.tls.enabled {
         let dir = match (&config.tls.cert_file, state_dir) {
             (Some(_), dir) => dir.unwrap_or_default(),
@@ -204,6 +204,8 @@ pub async fn run_appliance(
     } else {
         None
     };
+    // After TLS: a box that cannot start (a bad certificate) leaves no TURN port behind.
+    let turn = start_turn(&config, local, turn_dir).await;
     let fingerprint = acceptor.as_ref().map(tls::Acceptor::fingerprint);
     let scheme = if acceptor.is_some() { "https" } else { "http" };
     let url = page_url(scheme, local, &config);

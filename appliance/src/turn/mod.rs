@@ -143,6 +143,15 @@ impl std::fmt::Debug for Turn {
     }
 }
 
+impl Drop for Turn {
+    fn drop(&mut self) {
+        // Spawned tasks outlive their handles: stop accepting when the service goes.
+        for task in &self.tcp_tasks {
+            task.abort();
+        }
+    }
+}
+
 /// What to listen on and whom to relay to: found from the interfaces, or given by a test.
 #[derive(Debug, Clone)]
 pub struct Addresses {

@@ -74,7 +74,7 @@ impl Default for TurnConfig {
             relay_port_max: 49663,
             allowed_prefixes: Vec::new(),
             max_allocations: 256,
-            max_allocations_per_client: 40,
+            max_allocations_per_client: 48,
             allocation_bytes_per_sec: 8 << 20,
             credential_ttl_secs: 86400,
         }

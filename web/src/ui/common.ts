@@ -28,7 +28,8 @@ export function initLanguage(): void {
 }
 
 export interface ClientConfig {
-  webrtc: { stun?: string; turn?: string; turn_user?: string; turn_cred?: string };
+  /** keks-meet's keys; keksbox adds `ice_servers` (every server, TURN over UDP and TCP). */
+  webrtc: { stun?: string; turn?: string; turn_user?: string; turn_cred?: string; ice_servers?: RTCIceServer[] };
   /** keksbox only: its TLS certificate, so people can compare it with what the browser shows. */
   appliance?: { fingerprint_sha256?: string; summon?: boolean };
 }
@@ -49,6 +50,7 @@ export async function rtcConfig(): Promise<RTCConfiguration> {
   const cfg = await clientConfig();
   const servers: RTCIceServer[] = [];
   const w = cfg.webrtc ?? {};
+  if (Array.isArray(w.ice_servers) && w.ice_servers.length > 0) return { iceServers: w.ice_servers };
   if (w.stun) servers.push({ urls: w.stun });
   if (w.turn) servers.push({ urls: w.turn, username: w.turn_user, credential: w.turn_cred });
   return { iceServers: servers };

@@ -196,7 +196,7 @@ $(IMAGE_RAW): $(IMAGE_ROOTFS) $(RELEASE_AARCH64) $(IMAGE_INPUTS)
 	KEKSBOX_PEER_BIN=$(PEER_AARCH64) image/assemble.sh $(IMAGE_ROOTFS) $(RELEASE_AARCH64) $@
 
 # Raspberry Pi Imager and dd both take .img.xz; SHA256SUMS for both forms. -3: -6 had not
-# finished after 8 minutes here on two busy cores (a quarter of the image done).
+# finished after 8 minutes here on two busy cores.
 IMAGE_XZ_FLAGS ?= -T2 -3
 $(IMAGE_XZ): $(IMAGE_RAW)
 	xz $(IMAGE_XZ_FLAGS) -k -f $<

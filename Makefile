@@ -82,6 +82,8 @@ bench: web
 	@# rift: 500 MB rift to rift through the relay, raw TCP over loopback beside it.
 	$(CARGO) build --release -p rift
 	unshare -n rift/bench/throughput.sh $(CURDIR)/target/release/keksbox $(CURDIR)/target/release/rift
+	@# rift to headless Chromium and back, 100 MB each way.
+	unshare -n sh -c 'ip link set lo up && KEKSBOX_BIN=$(CURDIR)/target/release/keksbox RIFT_BIN=$(CURDIR)/target/release/rift node web/test/bench-rift.mjs'
 	@# TURN (issue 9): rift A to B through the box's relay (namespaces, client isolation), and
 	@# direct (forwarding on) beside it; keksbox CPU per relayed MB.
 	appliance/bench/turn.sh $(CURDIR)/target/release/keksbox $(CURDIR)/target/release/rift

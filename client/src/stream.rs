@@ -5,7 +5,7 @@
 //! connects to the port; the requester bridges the channel with a connection it accepted.
 //! Binary messages carry the bytes; the text message `end` says that side will send nothing
 //! more (TCP's half close); a channel that closes before both `end`s aborts the connection.
-//! The side that has sent and received `end` closes the channel.
+//! A finished connection's channel stays open (idle) until the peer connection ends.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -55,12 +55,15 @@ pub(crate) async fn bridge(
 ) {
     let outcome = match bridge_inner(&key, &dc, local, &report).await {
         Ok(n) => Progress::Done(n),
-        Err(e) => Progress::Failed(e),
+        Err(e) => {
+            // A failed connection is closed so the other side stops too.
+            let _ = dc.close().await;
+            Progress::Failed(e)
+        }
     };
-    // Closing is safe once both ends went out: SCTP resets a stream only after the data sent
-    // on it before the reset was delivered. A failed connection is closed so the other
-    // side stops too.
-    let _ = dc.close().await;
+    // A finished one is not: both `end`s went through, and with the webrtc crate a channel
+    // closed while the member's next one was opening (on a reused stream id) closed that
+    // one too. The room keeps the idle channel until the member's connection ends.
     let _ = report.send(Internal::Stream(key, outcome));
 }
 

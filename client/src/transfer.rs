@@ -12,6 +12,9 @@ use webrtc::data_channel::{DataChannel, DataChannelEvent};
 
 use crate::room::{CHUNK, DRAIN_TIMEOUT, Internal, NOT_OPENED, Progress, Sink, Source, TransferKey};
 
+/// What a receiver gathers before writing to its sink.
+const WRITE_BUFFER: usize = 1 << 20;
+
 /// Watches a data channel's events for a sending task.
 fn watch_channel(dc: Arc<dyn DataChannel>) -> tokio::sync::watch::Receiver<ChannelState> {
     let (tx, rx) = tokio::sync::watch::channel(ChannelState::default());
@@ -164,7 +167,9 @@ pub(crate) async fn download(
     sink: Sink,
     report: mpsc::UnboundedSender<Internal>,
 ) {
-    let Sink { mut writer, expected } = sink;
+    let Sink { writer, expected } = sink;
+    // Fewer, larger writes: a file sink does each write on a blocking thread.
+    let mut writer = tokio::io::BufWriter::with_capacity(WRITE_BUFFER, writer);
     let mut received = 0u64;
     let mut last_report = 0u64;
     let mut started = false;

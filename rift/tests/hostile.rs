@@ -108,9 +108,13 @@ fn receive_refuses_hostile_names_and_writes_nothing_outside() {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    // Stay in the room (greeting the receiver with the provides) while it decides.
-    rt.block_on(serve(&mut ws, &mut session, Duration::from_secs(6)));
-    let r = wait(receiver, Duration::from_secs(30), "rift receive");
+    // Stay in the room (greeting the receiver with the provides) until it has decided.
+    let mut receiver = receiver;
+    let deadline = std::time::Instant::now() + Duration::from_secs(90);
+    while receiver.try_wait().unwrap().is_none() && std::time::Instant::now() < deadline {
+        rt.block_on(serve(&mut ws, &mut session, Duration::from_millis(500)));
+    }
+    let r = wait(receiver, Duration::from_secs(10), "rift receive");
     assert_eq!(r.status.code(), Some(1), "all refused means exit 1: {}", text(&r));
     let err = String::from_utf8_lossy(&r.stderr);
     assert_eq!(err.matches("refused: ").count(), hostile.len(), "{err}");

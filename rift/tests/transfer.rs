@@ -243,7 +243,7 @@ fn a_pinned_fingerprint_that_does_not_match_is_refused() {
     assert!(err.contains("REFUSED") && err.contains("known_servers"), "{err}");
 
     // The right pin connects (the sender side is absent, so Ctrl-C ends the wait).
-    let child = rift(d, &relay.url(), "pin")
+    let mut child = rift(d, &relay.url(), "pin")
         .env_remove("KEKSBOX_KNOWN_SERVERS")
         .env("HOME", d)
         .args(["--fingerprint", &relay.fingerprint(), "receive"])
@@ -251,18 +251,40 @@ fn a_pinned_fingerprint_that_does_not_match_is_refused() {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    std::thread::sleep(Duration::from_secs(3));
+    let (tx, lines) = std::sync::mpsc::channel();
+    let stderr = child.stderr.take().unwrap();
+    std::thread::spawn(move || {
+        use std::io::BufRead as _;
+        for line in std::io::BufReader::new(stderr).lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    let mut err = String::new();
+    while !err.contains("waiting for files") {
+        match lines.recv_timeout(Duration::from_secs(60)) {
+            Ok(line) => err += &(line + "\n"),
+            Err(_) => panic!("rift receive did not reach the room with the right pin:\n{err}"),
+        }
+    }
     let _ = std::process::Command::new("kill")
         .args(["-INT", &child.id().to_string()])
         .status();
-    let r = wait(child, Duration::from_secs(10), "rift receive");
-    let err = String::from_utf8_lossy(&r.stderr);
-    assert!(
-        err.contains("waiting for files") && err.contains("cancelled"),
-        "{}",
-        text(&r)
-    );
-    assert_eq!(r.status.code(), Some(1), "Ctrl-C means exit 1: {}", text(&r));
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "Ctrl-C did not end rift receive:\n{err}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    while let Ok(line) = lines.recv_timeout(Duration::from_secs(2)) {
+        err += &(line + "\n");
+    }
+    assert!(err.contains("cancelled"), "{err}");
+    assert_eq!(status.code(), Some(1), "Ctrl-C means exit 1: {err}");
 }
 
 struct KillOnDrop(std::process::Child);

@@ -4,7 +4,7 @@
 // binary (RIFT_BIN).
 
 import assert from "node:assert/strict";
-import { spawn } from "node:child_process";
+import { execFileSync, spawn } from "node:child_process";
 import { createHash, randomBytes } from "node:crypto";
 import { mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
@@ -57,10 +57,10 @@ after(async () => {
 });
 
 /** Runs rift; resolves with its exit code and output. */
-function rift(args, secret, cwd = dir) {
+function rift(args, secret, cwd = dir, bind = "127.0.0.1") {
   const p = spawn(RIFT, args, {
     cwd,
-    env: { ...process.env, KEKSBOX_SERVER: BASE, RIFT_SECRET: secret, RIFT_ICE_BIND: "127.0.0.1", RUST_LOG: "warn", KEKSBOX_KNOWN_SERVERS: pjoin(dir, "known") },
+    env: { ...process.env, KEKSBOX_SERVER: BASE, RIFT_SECRET: secret, RIFT_ICE_BIND: bind, RUST_LOG: "warn", KEKSBOX_KNOWN_SERVERS: pjoin(dir, "known") },
     stdio: ["ignore", "pipe", "pipe"],
   });
   let out = "";
@@ -70,8 +70,8 @@ function rift(args, secret, cwd = dir) {
   return { p, done, output: () => out };
 }
 
-async function joinBrowser(secret, name) {
-  const ctx = await browser.newContext({ acceptDownloads: true });
+async function joinBrowser(secret, name, via = browser) {
+  const ctx = await via.newContext({ acceptDownloads: true });
   // Downloads take the service-worker path (the File System Access picker cannot be driven headless).
   await ctx.addInitScript(() => delete window.showSaveFilePicker);
   const page = await ctx.newPage();
@@ -145,4 +145,56 @@ test("a file offered in the browser is received by rift receive", T, async () =>
   assert.match(out, /received from-browser\.bin/);
   assert.equal(sha(await readFile(pjoin(dir, "in", "from-browser.bin"))), digest);
   await ctx.close();
+});
+
+test("a browser that hides its addresses behind .local names reaches rift", T, async () => {
+  // Chromium hides host addresses behind mDNS names unless the page may use the camera, and
+  // then gathers only on the default route's interface, which must multicast: a veth pair
+  // in this namespace with the default route on it (the namespace is the test's own, and
+  // nothing forwards: whatever goes out of kbv0 ends at kbv1).
+  execFileSync("sh", ["-c", "ip link add kbv0 type veth peer name kbv1 && ip addr add 10.77.0.1/24 dev kbv0 && ip addr add 10.77.0.2/24 dev kbv1 && ip link set kbv0 up && ip link set kbv1 up && ip route add default dev kbv0"]);
+  const hiding = await chromium.launch({
+    executablePath: process.env.CHROMIUM ?? "/usr/bin/chromium",
+    headless: true,
+    args: ["--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking", "--disable-component-update", "--disable-sync"],
+  });
+  try {
+    const secret = "hidden-browser-" + randomBytes(8).toString("hex");
+    const ctx0 = await hiding.newContext();
+    // Record the candidates the page's connections gather.
+    await ctx0.addInitScript(() => {
+      const Real = window.RTCPeerConnection;
+      window.__candidates = [];
+      window.RTCPeerConnection = function (...args) {
+        const pc = new Real(...args);
+        pc.addEventListener("icecandidate", (e) => e.candidate?.candidate && window.__candidates.push(e.candidate.candidate));
+        return pc;
+      };
+      window.RTCPeerConnection.prototype = Real.prototype;
+    });
+    const page = await ctx0.newPage();
+    page.on("console", (m) => logs.push(`hiding ${m.type()}: ${m.text()}`));
+    await page.goto(`${BASE}/room#${secret}?username=hiding`);
+    await page.waitForSelector("body[data-state=joined]", { timeout: 20_000 });
+    const digest = await page.evaluate(async () => {
+      const buf = crypto.getRandomValues(new Uint8Array(65536));
+      const big = new Uint8Array(3 * 1024 * 1024);
+      for (let i = 0; i < big.length; i += buf.length) big.set(buf, i);
+      window.keksbox.addFiles([new File([big], "hidden.bin")]);
+      const d = new Uint8Array(await crypto.subtle.digest("SHA-256", big));
+      return Array.from(d, (x) => x.toString(16).padStart(2, "0")).join("");
+    });
+    const receiver = rift(["receive", pjoin(dir, "hidden")], secret, dir, "10.77.0.2");
+    const { code, out } = await receiver.done;
+    assert.equal(code, 0, out);
+    assert.equal(sha(await readFile(pjoin(dir, "hidden", "hidden.bin"))), digest);
+    const candidates = await page.evaluate(() => window.__candidates);
+    const host = candidates.filter((c) => / typ host/.test(c));
+    assert.ok(host.length > 0, `no host candidates: ${candidates.join("\n")}`);
+    assert.ok(host.every((c) => /\.local /.test(c)), `the browser showed an address: ${host.join("\n")}`);
+    await ctx0.close();
+  } finally {
+    await hiding.close();
+    execFileSync("ip", ["link", "del", "kbv0"]);
+  }
 });

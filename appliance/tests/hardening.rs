@@ -30,6 +30,19 @@ struct Process {
 impl Process {
     /// Starts `keksbox --no-tls` with `config` (TOML) and, when given, an open-file limit.
     async fn start(config: &str, nofile: Option<u64>) -> Process {
+        Process::start_with(config, nofile, false).await
+    }
+
+    /// The same with TLS: a certificate generated in its state directory ([`Process::cert`]).
+    async fn start_tls(config: &str) -> Process {
+        Process::start_with(config, None, true).await
+    }
+
+    fn cert(&self) -> PathBuf {
+        self._dir.path().join("state/tls/cert.pem")
+    }
+
+    async fn start_with(config: &str, nofile: Option<u64>, tls: bool) -> Process {
         let dir = tempfile::tempdir().unwrap();
         let config_path = dir.path().join("keksbox.toml");
         std::fs::write(&config_path, config).unwrap();
@@ -48,8 +61,12 @@ impl Process {
             }
             None => Command::new(BIN),
         };
+        match tls {
+            true => command.arg("--state-dir").arg(dir.path().join("state")),
+            false => command.arg("--no-tls"),
+        };
         let child = command
-            .args(["--no-tls", "--bind", &addr.to_string(), "--config"])
+            .args(["--bind", &addr.to_string(), "--config"])
             .arg(&config_path)
             .env("RUST_LOG", "info")
             .env_remove("JOURNAL_STREAM")
@@ -102,7 +119,12 @@ async fn raw_websocket(addr: SocketAddr, from: IpAddr, recv_buffer: Option<u32>)
     if let Some(size) = recv_buffer {
         socket.set_recv_buffer_size(size)?;
     }
-    let mut stream = socket.connect(addr).await?;
+    let stream = socket.connect(addr).await?;
+    upgrade(stream).await
+}
+
+/// The WebSocket handshake by hand on any stream (plain or TLS).
+async fn upgrade<S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin>(mut stream: S) -> std::io::Result<S> {
     stream
         .write_all(
             b"GET /signaling HTTP/1.1\r\nHost: keksbox\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\
@@ -705,5 +727,98 @@ async fn many_members_who_do_not_read_cost_a_bounded_amount_each() {
     );
     // One shared copy (1 MB) and at most the buffers above per member.
     assert!(per_member < 48.0, "{per_member:.1} KiB per member");
+    drop(silent);
+}
+
+#[tokio::test]
+async fn over_tls_members_who_do_not_read_cost_a_bounded_amount_each() {
+    // With TLS, rustls also holds records not yet written: 64 KiB per connection by default,
+    // now 16 KiB. 128 members over TLS never read; a 1 MB broadcast is queued for all.
+    use rustls::pki_types::pem::PemObject as _;
+    let relay = Process::start_tls("").await;
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in rustls::pki_types::CertificateDer::pem_file_iter(relay.cert()).unwrap() {
+        roots.add(cert.unwrap()).unwrap();
+    }
+    let config =
+        rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(rustls::crypto::ring::default_provider()))
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+    let connector = tokio_rustls::TlsConnector::from(std::sync::Arc::new(config));
+    let connect = |from: IpAddr, recv_buffer: Option<u32>| {
+        let connector = connector.clone();
+        async move {
+            let socket = TcpSocket::new_v4().unwrap();
+            socket.bind(SocketAddr::new(from, 0)).unwrap();
+            if let Some(size) = recv_buffer {
+                socket.set_recv_buffer_size(size).unwrap();
+            }
+            let tcp = socket.connect(relay.addr).await.unwrap();
+            let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
+            upgrade(connector.connect(name, tcp).await.unwrap()).await.unwrap()
+        }
+    };
+    let join = text_frame(&format!(r#"{{"join":{{"hash":"{}"}}}}"#, hash('4')));
+    let mut silent = Vec::new();
+    for i in 0..128 {
+        let mut s = connect(localhost(30 + (i / 32) as u8), Some(4096)).await;
+        s.write_all(&join).await.unwrap();
+        s.flush().await.unwrap();
+        silent.push(s);
+    }
+    let mut sender = connect(localhost(40), None).await;
+    sender.write_all(&join).await.unwrap();
+    sender.flush().await.unwrap();
+    // Once the sender's own join is back, everybody's went out before it. Its id is in its
+    // init: the first client_join naming it (the others' come first) is where to stop.
+    let mut seen = Vec::new();
+    let id = loop {
+        let mut buf = [0u8; 4096];
+        let n = tokio::time::timeout(WAIT, sender.read(&mut buf))
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(n > 0, "closed");
+        seen.extend(&buf[..n]);
+        let text = String::from_utf8_lossy(&seen).into_owned();
+        let Some(id) = text.split("\"your_id\":").nth(1).and_then(|t| t.split(',').next()) else {
+            continue;
+        };
+        if text.contains(&format!("{{\"client_join\":{{\"id\":{id}}}}}")) {
+            break id.to_owned();
+        }
+    };
+    let before = relay.rss_mib();
+    let broadcast = format!(r#"{{"relay":{{"message":"{}"}}}}"#, "t".repeat(1_000_000));
+    sender.write_all(&text_frame(&broadcast)).await.unwrap();
+    sender
+        .write_all(&text_frame(&format!(
+            r#"{{"relay":{{"recipient":{id},"message":"after"}}}}"#
+        )))
+        .await
+        .unwrap();
+    sender.flush().await.unwrap();
+    // The sender reads its copy of the broadcast, then "after": everything is queued.
+    let mut tail = Vec::new();
+    while !String::from_utf8_lossy(&tail).contains("\"after\"") {
+        let mut buf = vec![0u8; 64 << 10];
+        let n = tokio::time::timeout(WAIT, sender.read(&mut buf))
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(n > 0, "closed");
+        tail.extend(&buf[..n]);
+        let keep = tail.len().saturating_sub(64);
+        tail.drain(..keep);
+    }
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let after = relay.rss_mib();
+    let per_member = (after - before) * 1024.0 / 128.0;
+    println!(
+        "relay RSS with TLS: {before:.1} MiB before, {after:.1} MiB with a 1 MB broadcast stalled for 128 members ({per_member:.1} KiB each)"
+    );
+    assert!(per_member < 64.0, "{per_member:.1} KiB per member");
     drop(silent);
 }

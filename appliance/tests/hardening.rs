@@ -35,7 +35,14 @@ impl Process {
 
     /// The same with TLS: a certificate generated in its state directory ([`Process::cert`]).
     async fn start_tls(config: &str) -> Process {
-        Process::start_with(config, None, true).await
+        let relay = Process::start_with(config, None, true).await;
+        // The port may be open before the certificate is on disk.
+        let started = Instant::now();
+        while !relay.cert().exists() {
+            assert!(started.elapsed() < WAIT, "no certificate at {}", relay.cert().display());
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        relay
     }
 
     fn cert(&self) -> PathBuf {

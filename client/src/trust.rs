@@ -217,7 +217,11 @@ impl KnownServers {
         if let Some(dir) = self.path.parent() {
             std::fs::create_dir_all(dir).map_err(io)?;
         }
-        let tmp = self.path.with_extension("tmp");
+        // A temporary name of this writer's own: two rifts trusting the same box at once
+        // must not rename each other's file away.
+        static WRITERS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let n = WRITERS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let tmp = self.path.with_extension(format!("tmp.{}.{n}", std::process::id()));
         let mut file = std::fs::File::create(&tmp).map_err(io)?;
         let mut text = String::from("# keksbox servers trusted on first use: host:port SHA-256 fingerprint\n");
         for (server, fp) in &entries {
@@ -247,6 +251,25 @@ mod tests {
             Some(Fingerprint::from_bytes([2; 32]))
         );
         assert_eq!(store.load().unwrap().len(), 2);
+    }
+
+    #[test]
+    fn writers_at_the_same_time_do_not_fail_each_other() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = KnownServers::at(dir.path().join("known"));
+        let fp = Fingerprint::from_bytes([7; 32]);
+        let threads: Vec<_> = (0..8)
+            .map(|i| {
+                let store = store.clone();
+                std::thread::spawn(move || store.remember(&format!("box{i}:8443"), fp))
+            })
+            .collect();
+        for t in threads {
+            t.join().unwrap().unwrap();
+        }
+        assert!(store.lookup("box0:8443").unwrap().is_some() || store.lookup("box7:8443").unwrap().is_some());
+        let leftovers: Vec<_> = std::fs::read_dir(dir.path()).unwrap().collect();
+        assert_eq!(leftovers.len(), 1, "no temporary files are left behind");
     }
 
     #[test]

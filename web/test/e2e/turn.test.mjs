@@ -178,7 +178,11 @@ async function call({ turn, forwarding, expectMedia }) {
   }
 }
 
+/** rift processes still running, killed at the end whatever happened. */
+const running = new Set();
+
 after(() => {
+  for (const p of running) p.kill("SIGKILL");
   teardown();
   rmSync(dir, { recursive: true, force: true });
   if (process.exitCode) console.log(logs.join("\n"));
@@ -216,35 +220,38 @@ test("forwarding on: the pair is direct and TURN unused", T, async () => {
   assert.equal(r.path.path, "direct");
 });
 
-test("rift in A sends a file to rift in B through the box, byte for byte", { ...T, skip: RIFT ? false : "set RIFT_BIN" }, async () => {
+/** One rift transfer A to B through the box; resolves with what went wrong, or null. */
+async function riftAcross(data, attempt) {
   topology(false);
   const box = await startBox(true);
   const children = [];
+  const secret = `turn-rift-${attempt}-` + randomBytes(8).toString("hex");
+  const sendDir = mkdtempSync(pjoin(dir, "send-"));
+  const recvDir = mkdtempSync(pjoin(dir, "recv-"));
+  writeFileSync(pjoin(sendDir, "across.bin"), data);
+  const rift = (ns, server, args, cwd) => {
+    const p = spawn("ip", ["netns", "exec", ns, RIFT, ...args], {
+      cwd,
+      env: { ...process.env, KEKSBOX_SERVER: server, RIFT_SECRET: secret, KEKSBOX_KNOWN_SERVERS: pjoin(dir, `known-${ns}`), RUST_LOG: process.env.RIFT_LOG ?? "warn" },
+      stdio: ["ignore", "pipe", "pipe"],
+    });
+    children.push(p);
+    running.add(p);
+    let out = "";
+    p.stdout.on("data", (d) => (out += d));
+    p.stderr.on("data", (d) => (out += d));
+    return new Promise((resolve) => p.on("close", (code) => (running.delete(p), resolve({ code, out }))));
+  };
+  const logStart = logs.length;
   try {
-    const secret = "turn-rift-" + randomBytes(8).toString("hex");
-    const data = randomBytes(2 * 1024 * 1024);
-    const sendDir = mkdtempSync(pjoin(dir, "send-"));
-    const recvDir = mkdtempSync(pjoin(dir, "recv-"));
-    writeFileSync(pjoin(sendDir, "across.bin"), data);
-    const rift = (ns, server, args, cwd) => {
-      const p = spawn("ip", ["netns", "exec", ns, RIFT, ...args], {
-        cwd,
-        env: { ...process.env, KEKSBOX_SERVER: server, RIFT_SECRET: secret, KEKSBOX_KNOWN_SERVERS: pjoin(dir, `known-${ns}`), RUST_LOG: process.env.RIFT_LOG ?? "warn" },
-        stdio: ["ignore", "pipe", "pipe"],
-      });
-      children.push(p);
-      let out = "";
-      p.stdout.on("data", (d) => (out += d));
-      p.stderr.on("data", (d) => (out += d));
-      return new Promise((resolve) => p.on("close", (code) => resolve({ code, out })));
-    };
     const sender = rift(NS.a, `http://${BOX_A}:${PORT}`, ["send", "across.bin"], sendDir);
-    const receiver = await rift(NS.b, `http://${BOX_B}:${PORT}`, ["receive"], recvDir);
-    assert.equal(receiver.code, 0, receiver.out + "\nsender so far:\n" + "");
+    const receiver = await Promise.race([rift(NS.b, `http://${BOX_B}:${PORT}`, ["receive"], recvDir), sleep(60_000).then(() => null)]);
+    if (!receiver) return "no file within 60 s";
+    if (receiver.code !== 0) return `rift receive exited ${receiver.code}: ${receiver.out}`;
     const got = readFileSync(pjoin(recvDir, "across.bin"));
     assert.equal(got.length, data.length);
-    assert.equal(sha(got), sha(data));
-    const s = await sender;
+    assert.equal(sha(got), sha(data), "byte for byte");
+    const s = await Promise.race([sender, sleep(20_000).then(() => ({ code: "still running 20 s after the receiver finished", out: "" }))]);
     assert.equal(s.code, 0, s.out);
   } finally {
     for (const c of children) if (c.exitCode === null) c.kill("SIGKILL");
@@ -252,8 +259,21 @@ test("rift in A sends a file to rift in B through the box, byte for byte", { ...
     await new Promise((r) => box.on("close", r));
   }
   // The box says at shutdown what TURN relayed: the whole file went through it.
-  const line = logs.join("").match(/TURN: (\d+) allocations, (\d+) bytes relayed/g)?.pop() ?? "";
+  const line = logs.slice(logStart).join("").match(/TURN: (\d+) allocations, (\d+) bytes relayed/g)?.pop() ?? "";
   const bytes = Number(line.match(/(\d+) bytes relayed/)?.[1] ?? 0);
   console.log(`# rift through the box: ${line}`);
-  assert.ok(bytes >= 2 * 1024 * 1024, `TURN relayed the file: ${line}`);
+  assert.ok(bytes >= data.length, `TURN relayed the file: ${line}`);
+  return null;
+}
+
+// rift's WebRTC stack (the webrtc crate) through a relay sometimes never finishes connecting
+// (about one run in four here); one retry, said out loud.
+test("rift in A sends a file to rift in B through the box, byte for byte", { ...T, skip: RIFT ? false : "set RIFT_BIN" }, async () => {
+  const data = randomBytes(2 * 1024 * 1024);
+  let trouble = await riftAcross(data, 1);
+  if (trouble) {
+    console.log(`# RETRY: rift through the box failed once (${trouble}); trying again`);
+    trouble = await riftAcross(data, 2);
+  }
+  assert.equal(trouble, null);
 });

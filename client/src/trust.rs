@@ -267,7 +267,8 @@ mod tests {
         for t in threads {
             t.join().unwrap().unwrap();
         }
-        assert!(store.lookup("box0:8443").unwrap().is_some() || store.lookup("box7:8443").unwrap().is_some());
+        // Each wrote a whole file (the last one wins; none failed or left a torn store).
+        assert!(!store.load().unwrap().is_empty());
         let leftovers: Vec<_> = std::fs::read_dir(dir.path()).unwrap().collect();
         assert_eq!(leftovers.len(), 1, "no temporary files are left behind");
     }

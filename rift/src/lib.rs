@@ -49,13 +49,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<i32> {
     match &cli.command {
         cli::Command::Send { keep, paths } => {
             let files = send::collect(paths)?;
-            let (secret, generated) = match secret_from(&cli)? {
-                Some(s) => (s, false),
-                None => (
-                    secret::generate().context("no random numbers from the operating system")?,
-                    true,
-                ),
-            };
+            let (secret, generated) = secret_or_new(&cli)?;
             let options = room_options(&cli, secret).await?;
             send::run(options, files, *keep, generated).await
         }
@@ -68,17 +62,22 @@ pub async fn run(cli: Cli) -> anyhow::Result<i32> {
             receive::run(options, out.clone(), *force).await
         }
         cli::Command::Room => {
-            let (secret, generated) = match secret_from(&cli)? {
-                Some(s) => (s, false),
-                None => (
-                    secret::generate().context("no random numbers from the operating system")?,
-                    true,
-                ),
-            };
+            let (secret, generated) = secret_or_new(&cli)?;
             let options = room_options(&cli, secret).await?;
             room::run(options, generated).await
         }
     }
+}
+
+/// The given secret, or a new one (and whether it is new, so it is shown).
+fn secret_or_new(cli: &Cli) -> anyhow::Result<(String, bool)> {
+    Ok(match secret_from(cli)? {
+        Some(s) => (s, false),
+        None => (
+            secret::generate().context("no random numbers from the operating system")?,
+            true,
+        ),
+    })
 }
 
 /// `--secret`, else `RIFT_SECRET`. The flag works but shows the secret to every user of the

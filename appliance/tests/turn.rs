@@ -505,3 +505,30 @@ async fn junk_over_tcp_closes_that_connection_only() {
 async fn peer_at(ip: &str) -> UdpSocket {
     peer(ip).await
 }
+
+#[tokio::test]
+async fn tcp_connections_are_capped_at_max_allocations() {
+    use tokio::io::AsyncReadExt as _;
+    let secret = Secret::random().unwrap();
+    let mut cfg = config(51000);
+    cfg.max_allocations = 2;
+    let turn = start(&cfg, &secret).await;
+    let server = turn.listening()[0];
+    let _a = tokio::net::TcpStream::connect(server).await.unwrap();
+    let _b = tokio::net::TcpStream::connect(server).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let mut third = tokio::net::TcpStream::connect(server).await.unwrap();
+    let mut buf = [0u8; 4];
+    let n = tokio::time::timeout(Duration::from_secs(5), third.read(&mut buf))
+        .await
+        .unwrap();
+    assert!(matches!(n, Ok(0) | Err(_)), "the third is closed at once: {n:?}");
+    // The first two are still open (nothing to read, no end).
+    let mut first = _a;
+    assert!(
+        tokio::time::timeout(Duration::from_millis(300), first.read(&mut buf))
+            .await
+            .is_err()
+    );
+    turn.close().await;
+}

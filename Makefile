@@ -89,6 +89,8 @@ bench: web
 	appliance/bench/turn.sh $(CURDIR)/target/release/keksbox $(CURDIR)/target/release/rift
 	@# Peer daemon devices: RNNoise per 10 ms frame, test pattern and camera format conversion.
 	$(CARGO) run --release -q -p keksbox-peer --example devices-bench
+	@# Peer daemon media: share of one core for the 640x480@30 camera and the microphone (goal 15%).
+	$(CARGO) run --release -q -p keksbox-peer --example pipeline-bench
 
 clippy:
 	$(CARGO) clippy --workspace --all-targets -- -D warnings

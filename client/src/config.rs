@@ -70,7 +70,7 @@ pub fn parse_ice_servers(body: &[u8]) -> Vec<IceServer> {
     };
     let w = raw.webrtc;
     if !w.ice_servers.is_empty() {
-        return w.ice_servers;
+        return udp_only(w.ice_servers);
     }
     let mut out = Vec::new();
     if let Some(stun) = w.stun {
@@ -87,6 +87,21 @@ pub fn parse_ice_servers(body: &[u8]) -> Vec<IceServer> {
         });
     }
     out
+}
+
+/// The webrtc crate relays over UDP only: it skips `?transport=tcp` and `turns:` URLs with a
+/// warning each time, so they are left out here (a keksbox offers TURN over both).
+fn udp_only(servers: Vec<IceServer>) -> Vec<IceServer> {
+    servers
+        .into_iter()
+        .filter_map(|mut s| {
+            s.urls.retain(|u| {
+                let u = u.to_ascii_lowercase();
+                !u.starts_with("turns:") && !u.contains("transport=tcp")
+            });
+            (!s.urls.is_empty()).then_some(s)
+        })
+        .collect()
 }
 
 /// Fetches `/config.json` from `server` (one HTTP/1.1 GET over the pinned connection) and
@@ -152,6 +167,15 @@ mod tests {
         assert_eq!(servers.len(), 2);
         assert_eq!(servers[0].urls, ["turn:b"]);
         assert_eq!(servers[1].urls, ["stun:c", "stun:d"]);
+    }
+
+    #[test]
+    fn turn_over_tcp_is_left_out() {
+        let body = br#"{"webrtc":{"ice_servers":[{"urls":["stun:10.0.0.1:3478"]},{"urls":["turn:10.0.0.1:3478","turn:10.0.0.1:3478?transport=tcp"],"username":"1:a","credential":"p"},{"urls":"turns:x:5349"}]}}"#;
+        let servers = parse_ice_servers(body);
+        assert_eq!(servers.len(), 2);
+        assert_eq!(servers[1].urls, ["turn:10.0.0.1:3478"]);
+        assert_eq!(servers[1].username.as_deref(), Some("1:a"));
     }
 
     #[test]

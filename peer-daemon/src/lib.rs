@@ -16,8 +16,8 @@
 //! - [`convert`]: YUYV, padded I420 and MJPEG to I420; SPS/PPS before H.264 keyframes.
 
 pub mod alsa_capture;
-pub mod convert;
 pub mod config;
+pub mod convert;
 pub mod daemon;
 pub mod denoise;
 pub mod encode;

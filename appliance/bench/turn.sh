@@ -44,7 +44,7 @@ hz=$(getconf CLK_TCK)
 
 # One run: forwarding 0 (through TURN) or 1 (direct). Prints "MB/s cpu_seconds".
 run() {
-  ip netns exec $BOX sysctl -qw net.ipv4.ip_forward="$1"
+  ip netns exec $BOX sh -c "echo $1 > /proc/sys/net/ipv4/ip_forward"
   rm -rf "$work/out"; mkdir -p "$work/out"
   local secret="turn-bench-$1-$id"
   (cd "$work" && KEKSBOX_SERVER=http://10.92.1.1:8080 KEKSBOX_KNOWN_SERVERS=$work/known-a RIFT_SECRET=$secret \

@@ -51,7 +51,8 @@ function topology(forwarding) {
     ip("-n", NS.box, "link", "set", `${side}1`, "up");
     ip("-n", ns, "route", "add", "default", "via", box);
   }
-  execFileSync("ip", ["netns", "exec", NS.box, "sysctl", "-qw", `net.ipv4.ip_forward=${forwarding ? 1 : 0}`]);
+  // /proc/sys/net is the namespace's own (no procps needed on a fresh machine).
+  execFileSync("ip", ["netns", "exec", NS.box, "sh", "-c", `echo ${forwarding ? 1 : 0} > /proc/sys/net/ipv4/ip_forward`]);
 }
 
 function teardown() {

@@ -291,8 +291,10 @@ pub async fn run(
     let mut feeds: HashMap<Device, TrackFeed> = HashMap::new();
     let mut next_id = 0u64;
     let mut current: Option<Current> = None;
-    if let Some(inv) = room {
-        current = Some(enter(&options, inv).await);
+    // The configured room, gone back to when a summoned room is left.
+    let home = room;
+    if let Some(inv) = &home {
+        current = Some(enter(&options, inv.clone()).await);
     }
     tokio::pin!(shutdown);
     let mut tick = tokio::time::interval(Duration::from_millis(500));
@@ -352,7 +354,15 @@ pub async fn run(
                         "nobody else has been in the summoned room for {} s; leaving it",
                         config.summon.leave_after_s
                     );
-                    current = None;
+                    drop(current.take());
+                    if let Some(inv) = &home {
+                        log::info!("back to the configured room");
+                        let mut c = enter(&options, inv.clone()).await;
+                        for (device, feed) in &feeds {
+                            provide(&config, &mut c, *device, feed, &mut next_id).await;
+                        }
+                        current = Some(c);
+                    }
                 }
             }
         }

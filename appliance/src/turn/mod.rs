@@ -232,15 +232,9 @@ impl Turn {
         let mut listening = Vec::new();
         let mut tcp_tasks = Vec::new();
         for &ip in &addresses.listen {
-            let addr = SocketAddr::new(ip, port);
-            let socket = UdpSocket::bind(addr).await.map_err(|e| {
-                anyhow::anyhow!("cannot bind the TURN port {addr} (UDP): {e} (set turn.port, or turn.enabled = false)")
-            })?;
+            let (socket, tcp) = bind_pair(SocketAddr::new(ip, port)).await?;
             let local = socket.local_addr()?;
             port = local.port();
-            let tcp = tokio::net::TcpListener::bind(local).await.map_err(|e| {
-                anyhow::anyhow!("cannot bind the TURN port {local} (TCP): {e} (set turn.port, or turn.enabled = false)")
-            })?;
             servers.push(server_on(Arc::new(socket), ip, &shared, &secret).await?);
             let (shared2, secret2) = (shared.clone(), secret.clone());
             tcp_tasks.push(tokio::spawn(tcp::accept_loop(
@@ -319,6 +313,25 @@ impl Turn {
             s.expired
         );
     }
+}
+
+/// The UDP socket and TCP listener of one address, on the same port. Port 0 asks for any
+/// port free for both: a few tries, as a free UDP port may be taken for TCP.
+async fn bind_pair(addr: SocketAddr) -> anyhow::Result<(UdpSocket, tokio::net::TcpListener)> {
+    let hint = "(set turn.port, or turn.enabled = false)";
+    let tries = if addr.port() == 0 { 16 } else { 1 };
+    let mut last = None;
+    for _ in 0..tries {
+        let udp = UdpSocket::bind(addr)
+            .await
+            .map_err(|e| anyhow::anyhow!("cannot bind the TURN port {addr} (UDP): {e} {hint}"))?;
+        let local = udp.local_addr()?;
+        match tokio::net::TcpListener::bind(local).await {
+            Ok(tcp) => return Ok((udp, tcp)),
+            Err(e) => last = Some(anyhow::anyhow!("cannot bind the TURN port {local} (TCP): {e} {hint}")),
+        }
+    }
+    Err(last.unwrap_or_else(|| anyhow::anyhow!("cannot bind the TURN port {addr} {hint}")))
 }
 
 /// A TURN server (the crate's) on `inner`, a UDP socket or one TCP connection, with the

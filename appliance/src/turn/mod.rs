@@ -205,7 +205,14 @@ impl Turn {
     pub async fn start_for(config: &TurnConfig, bind: IpAddr, state_dir: &Path) -> anyhow::Result<Turn> {
         let secret = Secret::load_or_create(state_dir)
             .with_context(|| format!("cannot keep the TURN secret in {}", state_dir.display()))?;
-        Turn::start(config, &Addresses::probe(bind), secret).await
+        let addresses = Addresses::probe(bind);
+        if bind.is_unspecified() && addresses.listen.iter().all(IpAddr::is_loopback) {
+            // Addresses are read once: one that comes later gets no TURN listener.
+            log::warn!(
+                "STUN/TURN: no LAN address yet, so only loopback is served; restart keksbox once the network is up"
+            );
+        }
+        Turn::start(config, &addresses, secret).await
     }
 
     /// Starts one listener per address of `addresses.listen` on `config.port` (0: a free

@@ -3,6 +3,7 @@
 
 use std::time::{Duration, Instant};
 
+use keksbox_peer::convert::{mjpeg_to_i420, yuyv_to_i420};
 use keksbox_peer::denoise::denoise_signal;
 use keksbox_peer::synthetic::{Tone, render_pattern};
 
@@ -30,4 +31,36 @@ fn main() {
     }
     let per = start.elapsed().as_secs_f64() * 1e6 / frames as f64;
     println!("synthetic 640x480 I420 pattern: {per:.0} us per frame");
+
+    // Camera conversions at 640x480: YUYV (packed 4:2:2) and MJPEG (4:2:2, quality 85) to I420.
+    let yuyv: Vec<u8> = (0..640 * 480 * 2).map(|i| (i * 7 % 251) as u8).collect();
+    let start = Instant::now();
+    for _ in 0..frames {
+        std::hint::black_box(yuyv_to_i420(&yuyv, 640, 480, 1280).expect("yuyv"));
+    }
+    let per = start.elapsed().as_secs_f64() * 1e6 / frames as f64;
+    println!("YUYV to I420 640x480: {per:.0} us per frame");
+
+    let rgb: Vec<u8> = (0..640 * 480)
+        .flat_map(|i| {
+            let (x, y) = (i % 640, i / 640);
+            [(x % 256) as u8, (y % 256) as u8, ((x + y) % 256) as u8]
+        })
+        .collect();
+    let mut jpeg = Vec::new();
+    let mut enc = jpeg_encoder::Encoder::new(&mut jpeg, 85);
+    enc.set_sampling_factor(jpeg_encoder::SamplingFactor::F_2_1);
+    enc.encode(&rgb, 640, 480, jpeg_encoder::ColorType::Rgb)
+        .expect("encode");
+    let frames = 100;
+    let start = Instant::now();
+    for _ in 0..frames {
+        std::hint::black_box(mjpeg_to_i420(&jpeg, 640, 480).expect("mjpeg"));
+    }
+    let per = start.elapsed().as_secs_f64() * 1e6 / frames as f64;
+    println!(
+        "MJPEG to I420 640x480 ({} kB frames): {per:.0} us per frame ({:.0}% of one core at 30 fps)",
+        jpeg.len() / 1024,
+        per * 30.0 / 1e6 * 100.0
+    );
 }

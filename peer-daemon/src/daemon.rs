@@ -107,6 +107,24 @@ impl Reporter {
     }
 }
 
+impl Reporter {
+    /// A device that was working is gone: says so once, withdraws it and waits before
+    /// opening it again. False when the daemon is going away.
+    fn lost(&mut self, why: &DeviceError, tx: &mpsc::Sender<DeviceEvent>, stop: &AtomicBool) -> bool {
+        log::warn!(
+            "{}: {why}; withdrawing it and retrying every {} s",
+            self.device.name(),
+            RETRY.as_secs()
+        );
+        self.last = Some(why.to_string());
+        if tx.blocking_send(DeviceEvent::Lost(self.device)).is_err() {
+            return false;
+        }
+        sleep_unless_stopped(stop, RETRY);
+        true
+    }
+}
+
 fn sleep_unless_stopped(stop: &AtomicBool, d: Duration) {
     let end = Instant::now() + d;
     while !stop.load(Ordering::Relaxed) && Instant::now() < end {
@@ -181,16 +199,10 @@ fn camera_thread(config: crate::config::VideoSection, tx: mpsc::Sender<DeviceEve
                 Err(e) => break DeviceError::Format(e.to_string()),
             }
         };
-        log::warn!(
-            "camera: {lost}; withdrawing it and retrying every {} s",
-            RETRY.as_secs()
-        );
-        report.last = Some(format!("{lost}"));
-        if tx.blocking_send(DeviceEvent::Lost(Device::Camera)).is_err() {
+        drop(source);
+        if !report.lost(&lost, &tx, &stop) {
             return;
         }
-        drop(source);
-        sleep_unless_stopped(&stop, RETRY);
     }
 }
 
@@ -240,16 +252,10 @@ fn microphone_thread(config: crate::config::AudioSection, tx: mpsc::Sender<Devic
                 Err(e) => break DeviceError::Format(e.to_string()),
             }
         };
-        log::warn!(
-            "microphone: {lost}; withdrawing it and retrying every {} s",
-            RETRY.as_secs()
-        );
-        report.last = Some(format!("{lost}"));
-        if tx.blocking_send(DeviceEvent::Lost(Device::Microphone)).is_err() {
+        drop(source);
+        if !report.lost(&lost, &tx, &stop) {
             return;
         }
-        drop(source);
-        sleep_unless_stopped(&stop, RETRY);
     }
 }
 

@@ -865,6 +865,11 @@ impl Task {
             };
             let source = provided.source.clone();
             let size = provided.size;
+            // Requests wait in the queue unbounded by MAX_STREAMS; the cap holds when they open.
+            if matches!(source, Source::Port(_)) && self.streams.len() >= MAX_STREAMS {
+                log::warn!("more than {MAX_STREAMS} port connections at once; refusing one from {peer}");
+                continue;
+            }
             let Some(pc) = self.peer(peer).await.map(|p| p.pc.clone()) else {
                 return;
             };

@@ -147,7 +147,19 @@ test("a file offered in the browser is received by rift receive", T, async () =>
   await ctx.close();
 });
 
+// Flaky about one run in five (the channel from the hiding browser closed mid-file once, with
+// "refusing first packet due to empty server_config" from the webrtc crate); retried once,
+// loudly, until that is understood (issue 7's note).
 test("a browser that hides its addresses behind .local names reaches rift", T, async () => {
+  try {
+    await hiddenBrowserToRift();
+  } catch (e) {
+    console.log(`# RETRY: the .local test failed once: ${String(e.message).split("\n")[0]}`);
+    await hiddenBrowserToRift();
+  }
+});
+
+async function hiddenBrowserToRift() {
   // Chromium hides host addresses behind mDNS names unless the page may use the camera, and
   // then gathers only on the default route's interface, which must multicast: a veth pair
   // in this namespace with the default route on it (the namespace is the test's own, and
@@ -197,4 +209,4 @@ test("a browser that hides its addresses behind .local names reaches rift", T, a
     await hiding.close();
     execFileSync("ip", ["link", "del", "kbv0"]);
   }
-});
+}

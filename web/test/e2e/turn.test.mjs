@@ -268,13 +268,14 @@ async function riftAcross(data, attempt) {
 }
 
 // rift's WebRTC stack (the webrtc crate) through a relay sometimes never finishes connecting
-// (about one run in four here); one retry, said out loud.
+// (about one run in four here, both tries failed once in a loaded full run); up to two
+// retries, said out loud (issue 9's note).
 test("rift in A sends a file to rift in B through the box, byte for byte", { ...T, skip: RIFT ? false : "set RIFT_BIN" }, async () => {
   const data = randomBytes(2 * 1024 * 1024);
   let trouble = await riftAcross(data, 1);
-  if (trouble) {
-    console.log(`# RETRY: rift through the box failed once (${trouble}); trying again`);
-    trouble = await riftAcross(data, 2);
+  for (let attempt = 2; trouble && attempt <= 3; attempt++) {
+    console.log(`# RETRY: rift through the box failed (${trouble}); attempt ${attempt} of 3`);
+    trouble = await riftAcross(data, attempt);
   }
   assert.equal(trouble, null);
 });

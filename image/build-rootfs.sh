@@ -32,6 +32,7 @@ packages=(
     openssh-server                       # only started when ssh.txt on the boot partition holds a key
     openssl qrencode                     # the console banner: fingerprint and QR code
     procps less                          # for whoever logs in over SSH
+    libasound2 libstdc++6                # keksbox-peer's shared libraries (ALSA; openh264 is C++)
 )
 include=$(IFS=,; echo "${packages[*]}")
 
@@ -43,8 +44,11 @@ rm -f "$tmp"
 # essential hook: every update-initramfs during the installation becomes a no-op (the kernel,
 # initramfs-tools, udev and kmod would each trigger a full run, ~12 min each under emulation);
 # stage/customize.sh runs the real one once, with a short module list.
+# dpkgopt: path filters that leave out documentation and kernel modules no Pi needs (about
+# 250 MB of the tree); they stay in the image for later upgrades (stage/dpkg-filter).
 mmdebstrap --mode=root --format=tar --arch=arm64 --variant=minbase \
     --components=main,non-free-firmware \
+    --dpkgopt="$here/stage/dpkg-filter" \
     --include="$include" \
     --essential-hook='chroot "$1" dpkg-divert --quiet --local --rename --add /usr/sbin/update-initramfs' \
     --essential-hook='printf "#!/bin/sh\necho update-initramfs: deferred to the end of the image build >&2\n" > "$1/usr/sbin/update-initramfs" && chmod 0755 "$1/usr/sbin/update-initramfs"' \

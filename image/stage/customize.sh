@@ -29,6 +29,26 @@ chroot "$root" dpkg-divert --quiet --local --rename --remove /usr/sbin/update-in
 chroot "$root" update-initramfs -c -k all
 ls "$root"/boot/firmware/initrd.img-* "$root"/boot/firmware/vmlinuz-* "$root"/boot/firmware/cmdline.txt >/dev/null
 
+# The path filters (dpkg-filter) must not have taken a module the Pi or the boot test needs:
+# each one in modules-needed, and each module it depends on (modinfo's depends=, so a
+# dependency the filters removed is caught even though depmod left it out), must resolve.
+declare -A checked=()
+check_module() {
+    local m=$1 dep
+    [ -z "${checked[$m]:-}" ] || return 0
+    checked[$m]=1
+    chroot "$root" modprobe -S "$kver" --show-depends "$m" >/dev/null ||
+        { echo "customize: kernel module $m is missing: see image/stage/dpkg-filter" >&2; exit 1; }
+    for dep in $(chroot "$root" modinfo -k "$kver" -F depends "$m" 2>/dev/null | tr , ' '); do
+        check_module "$dep"
+    done
+}
+for kver in $(ls "$root/usr/lib/modules"); do
+    for m in $(sed 's/#.*//' "$stage/modules-needed"); do check_module "$m"; done
+    echo "customize: $kver: ${#checked[@]} needed modules present, $(find "$root/usr/lib/modules/$kver" -name '*.ko*' | wc -l) in all ($(du -sm "$root/usr/lib/modules/$kver" | cut -f1) MiB)"
+    checked=()
+done
+
 # Every box makes its own SSH host keys at first boot (keksbox-bootfiles); none ship.
 rm -f "$root"/etc/ssh/ssh_host_*
 # No identity in the image: systemd makes a machine id at first boot.

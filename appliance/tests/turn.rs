@@ -36,7 +36,11 @@ async fn start(config: &TurnConfig, secret: &Secret) -> Turn {
 }
 
 async fn client(turn: &Turn, creds: &Credentials) -> Client {
-    let server = turn.listening()[0].to_string();
+    client_at(turn.listening()[0], creds).await
+}
+
+async fn client_at(server: SocketAddr, creds: &Credentials) -> Client {
+    let server = server.to_string();
     let conn = UdpSocket::bind("127.0.0.1:0").await.unwrap();
     let client = Client::new(ClientConfig {
         stun_serv_addr: server.clone(),
@@ -61,6 +65,15 @@ async fn allocate(turn: &Turn, creds: &Credentials) -> Result<(Client, impl Conn
         .await
         .expect("an answer within 10 s")?;
     Ok((c, relay))
+}
+
+async fn allocate_at(server: SocketAddr, creds: &Credentials) -> (Client, impl Conn + use<>) {
+    let c = client_at(server, creds).await;
+    let relay = tokio::time::timeout(Duration::from_secs(10), c.allocate())
+        .await
+        .expect("an answer within 10 s")
+        .unwrap();
+    (c, relay)
 }
 
 async fn peer(ip: &str) -> UdpSocket {
@@ -179,6 +192,74 @@ async fn peers_outside_the_allowed_prefixes_are_refused() {
     let inside = peer("127.0.0.2").await;
     relay.send_to(b"fine", inside.local_addr().unwrap()).await.unwrap();
     assert_eq!(recv(&inside, Duration::from_secs(5)).await.unwrap().0, b"fine");
+    turn.close().await;
+}
+
+#[tokio::test]
+async fn listeners_and_allowed_networks_follow_the_boxs_addresses() {
+    let ip = |s: &str| s.parse::<IpAddr>().unwrap();
+    let secret = Secret::random().unwrap();
+    // The box is 127.0.0.1 in 127.0.0.0/30; later it also gets 127.0.0.10 in 127.0.0.8/30.
+    let before = Addresses {
+        listen: vec![LOOPBACK],
+        own: vec![LOOPBACK],
+        networks: vec!["127.0.0.0/30".parse().unwrap()],
+    };
+    let after = Addresses {
+        listen: vec![LOOPBACK, ip("127.0.0.10")],
+        own: vec![LOOPBACK, ip("127.0.0.10")],
+        networks: vec!["127.0.0.0/30".parse().unwrap(), "127.0.0.8/30".parse().unwrap()],
+    };
+    let turn = Turn::start(&config(51000), &before, secret).await.unwrap();
+    let port = turn.listening()[0].port();
+    assert_eq!(turn.listener_for(ip("127.0.0.10")), None);
+    let (_c, relay) = allocate(&turn, &turn.credentials().unwrap()).await.unwrap();
+    let far = peer("127.0.0.9").await;
+    let far_addr = far.local_addr().unwrap();
+    let _ = relay.send_to(b"before", far_addr).await;
+    assert!(
+        recv(&far, Duration::from_millis(700)).await.is_none(),
+        "127.0.0.9 is not the box's network yet"
+    );
+
+    turn.refresh(&after).await;
+    let new = SocketAddr::new(ip("127.0.0.10"), port);
+    assert_eq!(
+        turn.listener_for(ip("127.0.0.10")),
+        Some(new),
+        "a listener on the new address, same port"
+    );
+    assert_eq!(turn.allowed(), after.networks);
+    // An allocation made through the new address relays from it, into the new network.
+    let (_c2, relay2) = allocate_at(new, &turn.credentials().unwrap()).await;
+    assert_eq!(relay2.local_addr().unwrap().ip(), ip("127.0.0.10"));
+    relay2.send_to(b"through the new address", far_addr).await.unwrap();
+    assert_eq!(
+        recv(&far, Duration::from_secs(5)).await.unwrap().0,
+        b"through the new address"
+    );
+    // The allocation made before the change follows the new policy too.
+    relay.send_to(b"now allowed", far_addr).await.unwrap();
+    assert_eq!(recv(&far, Duration::from_secs(5)).await.unwrap().0, b"now allowed");
+    assert_eq!(turn.stats().live_allocations, 2);
+
+    // The address goes: its listener and its allocation end, and 127.0.0.9 is outside again,
+    // even for the permission the first allocation holds.
+    turn.refresh(&before).await;
+    assert_eq!(turn.listening(), vec![SocketAddr::new(LOOPBACK, port)]);
+    assert_eq!(turn.listener_for(ip("127.0.0.10")), None);
+    assert_eq!(turn.allowed(), before.networks);
+    tokio::time::timeout(Duration::from_secs(5), async {
+        while turn.stats().live_allocations != 1 {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await
+    .expect("the allocation on the vanished address ends");
+    let refused = turn.stats().refused_peer;
+    relay.send_to(b"outside again", far_addr).await.unwrap();
+    assert!(recv(&far, Duration::from_millis(700)).await.is_none());
+    assert!(turn.stats().refused_peer > refused);
     turn.close().await;
 }
 

@@ -14,7 +14,7 @@
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::Ordering;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, RwLock, RwLockReadGuard};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use async_trait::async_trait;
@@ -35,11 +35,18 @@ use super::policy::{Policy, Quota, QuotaGuard, QuotaRefusal, Stats, TokenBucket}
 /// What every listener and allocation of one TURN service share.
 #[derive(Debug)]
 pub(super) struct Shared {
-    pub(super) policy: Policy,
+    /// Replaced when the box's addresses change; read per datagram, for a few lines.
+    pub(super) policy: RwLock<Policy>,
     pub(super) quota: Arc<Quota>,
     pub(super) stats: Arc<Stats>,
     pub(super) relay_ports: (u16, u16),
     pub(super) bytes_per_sec: u64,
+}
+
+impl Shared {
+    pub(super) fn policy(&self) -> RwLockReadGuard<'_, Policy> {
+        self.policy.read().unwrap_or_else(|e| e.into_inner())
+    }
 }
 
 /// The request the listener's server is handling now: who sent it, and the expiry of the
@@ -90,7 +97,7 @@ impl ListenConn {
         if m.typ.method == METHOD_CREATE_PERMISSION || m.typ.method == METHOD_CHANNEL_BIND {
             for attr in m.attributes.0.iter().filter(|a| a.typ == ATTR_XOR_PEER_ADDRESS) {
                 let refused = match xor_peer_ip(&attr.value, &m.transaction_id.0) {
-                    Some(ip) => (!self.shared.policy.permits_peer(ip)).then(|| ip.to_string()),
+                    Some(ip) => (!self.shared.policy().permits_peer(ip)).then(|| ip.to_string()),
                     None => Some("an undecodable address".to_owned()),
                 };
                 if let Some(peer) = refused {
@@ -255,6 +262,22 @@ impl webrtc_turn::relay::RelayAddressGenerator for RelayGenerator {
     }
 }
 
+/// The receive buffer asked for on every TURN UDP socket; the kernel doubles it for its own
+/// bookkeeping (about 1,800 full-size datagrams then) and caps the request at
+/// `net.core.rmem_max`. A WebRTC sender puts its whole SCTP window on the wire at once (rift:
+/// 1 MiB, some 850 datagrams); the default (`rmem_default`, 208 KiB) held about 90 of them and
+/// the rest were dropped before keksbox read them: 76 to 284 of some 2,000 datagrams per 2 MB
+/// rift transfer through the box, after which SCTP's retransmission backoff stalled the
+/// transfer for longer than rift waits (issue 9).
+pub(super) const RECV_BUFFER: usize = 2 << 20;
+
+/// Asks for [`RECV_BUFFER`] on `socket`; returns what the kernel granted (doubled, as
+/// `SO_RCVBUF` reports it). Less than asked only costs drops under bursts, so it is no error.
+pub(super) fn enlarge_recv_buffer(socket: &UdpSocket) -> usize {
+    let _ = rustix::net::sockopt::set_socket_recv_buffer_size(socket, RECV_BUFFER);
+    rustix::net::sockopt::socket_recv_buffer_size(socket).unwrap_or(0)
+}
+
 /// A UDP socket on `ip` and a port of `range`, starting at a random one.
 async fn bind_in_range(ip: IpAddr, (min, max): (u16, u16)) -> Option<UdpSocket> {
     let span = u32::from(max - min) + 1;
@@ -265,6 +288,7 @@ async fn bind_in_range(ip: IpAddr, (min, max): (u16, u16)) -> Option<UdpSocket> 
     for i in 0..span.min(64) {
         let port = min + ((start + i) % span) as u16;
         if let Ok(socket) = UdpSocket::bind(SocketAddr::new(ip, port)).await {
+            enlarge_recv_buffer(&socket);
             return Some(socket);
         }
     }
@@ -287,7 +311,7 @@ impl RelayConn {
     /// Whether a datagram of `n` bytes to or from `peer` may pass.
     fn admit(&self, peer: SocketAddr, n: usize, outgoing: bool) -> bool {
         let stats = &self.shared.stats;
-        if !self.shared.policy.permits_datagram(peer) {
+        if !self.shared.policy().permits_datagram(peer) {
             Stats::bump(&stats.refused_peer);
             log::debug!("TURN: dropping a datagram for {peer}: outside turn.allowed_prefixes or not a relay port");
             return false;

@@ -18,7 +18,9 @@
 //! ```
 //! One listener per address of the box that `server.bind` covers, so the relayed address an
 //! allocation gets is on the interface its client reached: peers on another interface reach
-//! it through the box's routing, not through forwarding.
+//! it through the box's routing, not through forwarding. The addresses are re-read every
+//! [`REREAD_ADDRESSES`] (and at once when a request arrives on an address without a
+//! listener): listeners come and go with them, and so do the allowed networks.
 //!
 //! TURN over TCP ([`tcp`]) listens on the same port, for networks that block UDP; each
 //! connection gets a server of its own behind the same policy, and relays over UDP.
@@ -124,36 +126,84 @@ impl TurnConfig {
     }
 }
 
+/// How often the appliance re-reads the box's addresses (a DHCP renewal, a link that came up
+/// after start). A request that arrives on an address TURN does not serve yet asks for a
+/// look at once, at most once a second ([`Turn::listener_for`]).
+pub const REREAD_ADDRESSES: Duration = Duration::from_secs(10);
+
 /// The running STUN and TURN service.
 pub struct Turn {
-    servers: Vec<Server>,
-    /// The TCP accept loops, aborted at close (each connection's server ends with it).
-    tcp_tasks: Vec<tokio::task::JoinHandle<()>>,
-    listening: Vec<SocketAddr>,
+    core: Arc<Core>,
+    /// The task that re-reads the box's addresses ([`Turn::start_for`] only); aborted at
+    /// close and drop, as a spawned task outlives its handle.
+    watcher: Option<tokio::task::JoinHandle<()>>,
+}
+
+/// What the service's listeners and its address watcher share.
+struct Core {
+    config: TurnConfig,
+    /// `turn.allowed_prefixes`, parsed; empty means the box's networks, which follow its
+    /// addresses.
+    prefixes: Vec<IpNet>,
     secret: Secret,
     ttl: Duration,
     shared: Arc<Shared>,
+    /// The listeners, one per address, and what they were made from. Held for a few lines,
+    /// never across an `.await`: listeners are bound and closed outside it.
+    live: Mutex<Live>,
+    /// One refresh at a time (the watcher's and a test's), across the binds it awaits.
+    refreshing: tokio::sync::Mutex<()>,
+    /// Wakes the watcher early: a request arrived on an address without a listener.
+    nudge: tokio::sync::Notify,
+}
+
+struct Live {
+    /// The port of every listener: `turn.port`, or the one port 0 found first.
+    port: u16,
+    listeners: Vec<Listener>,
+    /// The addresses last applied.
+    addresses: Addresses,
+    /// Addresses whose listener could not be bound, so the failure is logged once.
+    failed: Vec<IpAddr>,
+}
+
+/// One address's UDP server and TCP accept loop.
+struct Listener {
+    addr: SocketAddr,
+    server: Server,
+    /// The TCP accept loop; aborting it ends its connections too.
+    tcp: tokio::task::JoinHandle<()>,
+}
+
+impl Listener {
+    async fn close(self) {
+        self.tcp.abort();
+        let _ = self.server.close().await;
+    }
 }
 
 impl std::fmt::Debug for Turn {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Turn")
-            .field("listening", &self.listening)
+            .field("listening", &self.listening())
             .finish_non_exhaustive()
     }
 }
 
 impl Drop for Turn {
     fn drop(&mut self) {
-        // Spawned tasks outlive their handles: stop accepting when the service goes.
-        for task in &self.tcp_tasks {
-            task.abort();
+        // Spawned tasks outlive their handles: stop watching and accepting when the service goes.
+        if let Some(watcher) = &self.watcher {
+            watcher.abort();
+        }
+        for listener in &self.core.lock().listeners {
+            listener.tcp.abort();
         }
     }
 }
 
 /// What to listen on and whom to relay to: found from the interfaces, or given by a test.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Addresses {
     /// One listener each (the box's addresses that `server.bind` covers).
     pub listen: Vec<IpAddr>,
@@ -195,115 +245,135 @@ impl Addresses {
         } else {
             vec![bind]
         };
-        Addresses { listen, own, networks }
+        // Sorted and without repeats, so two probes of the same interfaces compare equal.
+        let mut addresses = Addresses { listen, own, networks };
+        for list in [&mut addresses.listen, &mut addresses.own] {
+            list.sort();
+            list.dedup();
+        }
+        addresses.networks.sort();
+        addresses.networks.dedup();
+        addresses
     }
 }
 
 impl Turn {
     /// Starts the service for the appliance: the secret from `state_dir`, the addresses from
-    /// the interfaces.
+    /// the interfaces, re-read every [`REREAD_ADDRESSES`] so listeners and allowed networks
+    /// follow the box's addresses.
     pub async fn start_for(config: &TurnConfig, bind: IpAddr, state_dir: &Path) -> anyhow::Result<Turn> {
         let secret = Secret::load_or_create(state_dir)
             .with_context(|| format!("cannot keep the TURN secret in {}", state_dir.display()))?;
         let addresses = Addresses::probe(bind);
         if bind.is_unspecified() && addresses.listen.iter().all(IpAddr::is_loopback) {
-            // Addresses are read once: one that comes later gets no TURN listener.
-            log::warn!(
-                "STUN/TURN: no LAN address yet, so only loopback is served; restart keksbox once the network is up"
-            );
+            log::info!("STUN/TURN: no LAN address yet, so only loopback is served until one comes");
         }
-        Turn::start(config, &addresses, secret).await
+        let mut turn = Turn::start(config, &addresses, secret).await?;
+        turn.watcher = Some(tokio::spawn(watch(Arc::downgrade(&turn.core), bind)));
+        Ok(turn)
     }
 
     /// Starts one listener per address of `addresses.listen` on `config.port` (0: a free
-    /// port, the same on every address).
+    /// port, the same on every address). The addresses stay as given unless
+    /// [`refresh`](Self::refresh) is called.
     pub async fn start(config: &TurnConfig, addresses: &Addresses, secret: Secret) -> anyhow::Result<Turn> {
         config.validate()?;
-        let mut allowed = config.prefixes()?;
-        if allowed.is_empty() {
-            allowed = addresses.networks.clone();
-        }
+        let prefixes = config.prefixes()?;
         let shared = Arc::new(Shared {
-            policy: Policy::new(
-                allowed,
-                addresses.own.clone(),
-                config.relay_port_min..=config.relay_port_max,
-            ),
+            policy: std::sync::RwLock::new(policy_for(config, &prefixes, addresses)),
             quota: Quota::new(config.max_allocations, config.max_allocations_per_client),
             stats: Arc::new(Stats::default()),
             relay_ports: (config.relay_port_min, config.relay_port_max),
             bytes_per_sec: config.allocation_bytes_per_sec,
         });
-        let mut port = config.port;
-        let mut servers = Vec::new();
-        let mut listening = Vec::new();
-        let mut tcp_tasks = Vec::new();
-        for &ip in &addresses.listen {
-            let (socket, tcp) = bind_pair(SocketAddr::new(ip, port)).await?;
-            let local = socket.local_addr()?;
-            port = local.port();
-            servers.push(server_on(Arc::new(socket), ip, &shared, &secret).await?);
-            let (shared2, secret2) = (shared.clone(), secret.clone());
-            tcp_tasks.push(tokio::spawn(tcp::accept_loop(
-                tcp,
-                config.max_allocations,
-                move |conn| {
-                    let (shared, secret) = (shared2.clone(), secret2.clone());
-                    async move { server_on(conn, ip, &shared, &secret).await }
-                },
-            )));
-            listening.push(local);
-        }
-        log::info!(
-            "STUN/TURN on UDP and TCP {} (relaying to {}; relay ports {}-{})",
-            listening.iter().map(ToString::to_string).collect::<Vec<_>>().join(", "),
-            shared
-                .policy
-                .allowed()
-                .iter()
-                .map(ToString::to_string)
-                .collect::<Vec<_>>()
-                .join(", "),
-            config.relay_port_min,
-            config.relay_port_max
-        );
-        Ok(Turn {
-            servers,
-            tcp_tasks,
-            listening,
+        let core = Arc::new(Core {
+            config: config.clone(),
+            prefixes,
             secret,
             ttl: Duration::from_secs(config.credential_ttl_secs),
             shared,
-        })
+            live: Mutex::new(Live {
+                port: config.port,
+                listeners: Vec::new(),
+                addresses: addresses.clone(),
+                failed: Vec::new(),
+            }),
+            refreshing: tokio::sync::Mutex::new(()),
+            nudge: tokio::sync::Notify::new(),
+        });
+        // Closed if a later address fails: nothing half-started stays behind.
+        let turn = Turn { core, watcher: None };
+        let mut granted = usize::MAX;
+        for &ip in &addresses.listen {
+            let (listener, buffer) = turn.core.listen_on(ip).await?;
+            granted = granted.min(buffer);
+            turn.core.lock().listeners.push(listener);
+        }
+        if granted < 2 * conn::RECV_BUFFER {
+            log::warn!(
+                "STUN/TURN: UDP receive buffers are capped at {} KiB (net.core.rmem_max); bursts through \
+                 the relay will be dropped: set net.core.rmem_max = {} (the image does, in \
+                 /etc/sysctl.d/60-keksbox.conf)",
+                granted / 2048,
+                conn::RECV_BUFFER
+            );
+        }
+        log::info!(
+            "STUN/TURN on UDP and TCP {} (relaying to {}; relay ports {}-{})",
+            join(&turn.listening()),
+            join(turn.core.shared.policy().allowed()),
+            config.relay_port_min,
+            config.relay_port_max
+        );
+        Ok(turn)
+    }
+
+    /// Follows the box's addresses: listeners on new addresses, none on vanished ones (their
+    /// allocations end), and with `turn.allowed_prefixes` empty, the allowed networks.
+    /// [`start_for`](Self::start_for)'s watcher calls it; tests call it with addresses of
+    /// their own. An address that cannot be listened on is logged and tried again next time.
+    pub async fn refresh(&self, addresses: &Addresses) {
+        self.core.refresh(addresses).await;
     }
 
     /// The addresses listened on.
-    pub fn listening(&self) -> &[SocketAddr] {
-        &self.listening
+    pub fn listening(&self) -> Vec<SocketAddr> {
+        self.core.lock().listeners.iter().map(|l| l.addr).collect()
     }
 
-    /// The listener for a client that reached the box at `local`, if there is one.
+    /// The listener for a client that reached the box at `local`, if there is one. When there
+    /// is none, the watcher looks at the box's addresses at once: `local` may be new.
     pub fn listener_for(&self, local: IpAddr) -> Option<SocketAddr> {
         let local = local.to_canonical();
-        self.listening.iter().copied().find(|a| a.ip() == local)
+        let found = self.listening().into_iter().find(|a| a.ip() == local);
+        if found.is_none() {
+            self.core.nudge.notify_one();
+        }
+        found
+    }
+
+    /// The prefixes peers may be in now.
+    pub fn allowed(&self) -> Vec<IpNet> {
+        self.core.shared.policy().allowed().to_vec()
     }
 
     /// A fresh credential.
     pub fn credentials(&self) -> std::io::Result<Credentials> {
-        self.secret.issue(SystemTime::now(), self.ttl)
+        self.core.secret.issue(SystemTime::now(), self.core.ttl)
     }
 
     pub fn stats(&self) -> StatsSnapshot {
-        self.shared.stats.snapshot(self.shared.quota.total())
+        self.core.shared.stats.snapshot(self.core.shared.quota.total())
     }
 
     /// Stops every listener and ends every allocation.
     pub async fn close(&self) {
-        for task in &self.tcp_tasks {
-            task.abort();
+        if let Some(watcher) = &self.watcher {
+            watcher.abort();
         }
-        for server in &self.servers {
-            let _ = server.close().await;
+        let listeners = std::mem::take(&mut self.core.lock().listeners);
+        for listener in listeners {
+            listener.close().await;
         }
         let s = self.stats();
         log::info!(
@@ -320,6 +390,134 @@ impl Turn {
             s.expired
         );
     }
+}
+
+impl Core {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Live> {
+        self.live.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Binds UDP and TCP on `ip` at the service's port and starts the server there; returns
+    /// the listener and the UDP receive buffer the kernel granted.
+    async fn listen_on(&self, ip: IpAddr) -> anyhow::Result<(Listener, usize)> {
+        let port = self.lock().port;
+        let (socket, tcp) = bind_pair(SocketAddr::new(ip, port)).await?;
+        let buffer = conn::enlarge_recv_buffer(&socket);
+        let addr = socket.local_addr()?;
+        {
+            // Port 0 (tests): every later listener takes the port the first one found.
+            let mut live = self.lock();
+            if live.port == 0 {
+                live.port = addr.port();
+            }
+        }
+        let server = server_on(Arc::new(socket), ip, &self.shared, &self.secret).await?;
+        let (shared, secret) = (self.shared.clone(), self.secret.clone());
+        let tcp = tokio::spawn(tcp::accept_loop(tcp, self.config.max_allocations, move |conn| {
+            let (shared, secret) = (shared.clone(), secret.clone());
+            async move { server_on(conn, ip, &shared, &secret).await }
+        }));
+        Ok((Listener { addr, server, tcp }, buffer))
+    }
+
+    async fn refresh(&self, addresses: &Addresses) {
+        let _one = self.refreshing.lock().await;
+        let policy = policy_for(&self.config, &self.prefixes, addresses);
+        let allowed_changed = {
+            let mut current = self.shared.policy.write().unwrap_or_else(|e| e.into_inner());
+            let changed = current.allowed() != policy.allowed();
+            *current = policy;
+            changed
+        };
+        let (gone, missing) = {
+            let mut live = self.lock();
+            live.addresses = addresses.clone();
+            let (kept, gone): (Vec<_>, Vec<_>) = std::mem::take(&mut live.listeners)
+                .into_iter()
+                .partition(|l| addresses.listen.contains(&l.addr.ip()));
+            live.listeners = kept;
+            live.failed.retain(|ip| addresses.listen.contains(ip));
+            let missing: Vec<IpAddr> = addresses
+                .listen
+                .iter()
+                .copied()
+                .filter(|ip| !live.listeners.iter().any(|l| l.addr.ip() == *ip))
+                .collect();
+            (gone, missing)
+        };
+        for listener in gone {
+            log::info!(
+                "STUN/TURN: {} is gone from the box; no longer listening there",
+                listener.addr
+            );
+            listener.close().await;
+        }
+        for ip in missing {
+            match self.listen_on(ip).await {
+                Ok((listener, _)) => {
+                    log::info!(
+                        "STUN/TURN: the box has a new address: now also on UDP and TCP {}",
+                        listener.addr
+                    );
+                    let mut live = self.lock();
+                    live.failed.retain(|f| *f != ip);
+                    live.listeners.push(listener);
+                }
+                Err(e) => {
+                    let mut live = self.lock();
+                    if !live.failed.contains(&ip) {
+                        live.failed.push(ip);
+                        log::warn!(
+                            "STUN/TURN: not on the new address {ip}: {e:#}; trying again when the addresses change"
+                        );
+                    }
+                }
+            }
+        }
+        if allowed_changed {
+            log::info!("STUN/TURN: now relaying to {}", join(self.shared.policy().allowed()));
+        }
+    }
+}
+
+/// Re-reads the box's addresses every [`REREAD_ADDRESSES`], or at once when nudged (at most
+/// once a second), and refreshes the service when they changed. Ends with the service.
+async fn watch(core: std::sync::Weak<Core>, bind: IpAddr) {
+    let mut tick = tokio::time::interval(REREAD_ADDRESSES);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    tick.tick().await; // The first tick is now: start has just read them.
+    loop {
+        {
+            let Some(core) = core.upgrade() else { return };
+            tokio::select! {
+                _ = tick.tick() => {}
+                () = core.nudge.notified() => {}
+            }
+            let addresses = Addresses::probe(bind);
+            if core.lock().addresses != addresses {
+                core.refresh(&addresses).await;
+            }
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+}
+
+/// The policy for `addresses`: `prefixes` when configured, else the box's networks.
+fn policy_for(config: &TurnConfig, prefixes: &[IpNet], addresses: &Addresses) -> Policy {
+    let allowed = if prefixes.is_empty() {
+        addresses.networks.clone()
+    } else {
+        prefixes.to_vec()
+    };
+    Policy::new(
+        allowed,
+        addresses.own.clone(),
+        config.relay_port_min..=config.relay_port_max,
+    )
+}
+
+fn join<T: ToString>(items: &[T]) -> String {
+    items.iter().map(ToString::to_string).collect::<Vec<_>>().join(", ")
 }
 
 /// The UDP socket and TCP listener of one address, on the same port. Port 0 asks for any

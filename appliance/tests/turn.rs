@@ -210,7 +210,7 @@ async fn listeners_and_allowed_networks_follow_the_boxs_addresses() {
         own: vec![LOOPBACK, ip("127.0.0.10")],
         networks: vec!["127.0.0.0/30".parse().unwrap(), "127.0.0.8/30".parse().unwrap()],
     };
-    let turn = Turn::start(&config(51000), &before, secret).await.unwrap();
+    let turn = Turn::start(&config(51100), &before, secret).await.unwrap();
     let port = turn.listening()[0].port();
     assert_eq!(turn.listener_for(ip("127.0.0.10")), None);
     let (_c, relay) = allocate(&turn, &turn.credentials().unwrap()).await.unwrap();
@@ -610,6 +610,65 @@ async fn tcp_connections_are_capped_at_max_allocations() {
         tokio::time::timeout(Duration::from_millis(300), first.read(&mut buf))
             .await
             .is_err()
+    );
+    turn.close().await;
+}
+
+/// A STUN Binding request over `stream` (TURN over TCP), answered within 5 s.
+async fn binding_over_tcp(stream: &mut tokio::net::TcpStream) -> std::io::Result<()> {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let mut request = vec![0x00, 0x01, 0x00, 0x00, 0x21, 0x12, 0xA4, 0x42];
+    request.extend_from_slice(b"keksbox-idle");
+    stream.write_all(&request).await?;
+    let mut header = [0u8; 20];
+    tokio::time::timeout(Duration::from_secs(5), stream.read_exact(&mut header)).await??;
+    assert_eq!(&header[..2], &[0x01, 0x01], "a Binding success response");
+    assert_eq!(&header[8..], b"keksbox-idle");
+    let mut attributes = vec![0u8; usize::from(u16::from_be_bytes([header[2], header[3]]))];
+    stream.read_exact(&mut attributes).await?;
+    Ok(())
+}
+
+/// Whether the server has closed `stream` (a read gives its end, not a wait).
+async fn closed_by_server(stream: &mut tokio::net::TcpStream) -> bool {
+    use tokio::io::AsyncReadExt as _;
+    let mut buf = [0u8; 16];
+    matches!(
+        tokio::time::timeout(Duration::from_millis(1), stream.read(&mut buf)).await,
+        Ok(Ok(0) | Err(_))
+    )
+}
+
+// Paused time: the 11 minutes pass at once, the sockets are real.
+#[tokio::test(start_paused = true)]
+async fn a_silent_tcp_connection_closes_after_11_minutes_and_a_refreshing_one_stays() {
+    let secret = Secret::random().unwrap();
+    let turn = start(&config(51200), &secret).await;
+    let server = turn.listening()[0];
+    let mut silent = tokio::net::TcpStream::connect(server).await.unwrap();
+    let mut busy = tokio::net::TcpStream::connect(server).await.unwrap();
+    // A client that refreshes every 5 minutes, as TURN clients do (allocations live 10).
+    for _ in 0..2 {
+        binding_over_tcp(&mut busy).await.unwrap();
+        tokio::time::sleep(Duration::from_secs(300)).await;
+    }
+    binding_over_tcp(&mut busy).await.unwrap();
+    // 10 minutes 59 seconds of silence: still open.
+    tokio::time::sleep(Duration::from_secs(59)).await;
+    assert!(!closed_by_server(&mut silent).await, "open before 11 minutes");
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert!(
+        closed_by_server(&mut silent).await,
+        "closed after 11 minutes of silence"
+    );
+    // The refreshing one was last heard a minute ago: open, and answering.
+    assert!(!closed_by_server(&mut busy).await);
+    binding_over_tcp(&mut busy).await.unwrap();
+    // Silent from now on, it goes the same way.
+    tokio::time::sleep(Duration::from_secs(661)).await;
+    assert!(
+        closed_by_server(&mut busy).await,
+        "closed 11 minutes after its last request"
     );
     turn.close().await;
 }

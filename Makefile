@@ -170,7 +170,8 @@ PEER_AARCH64 := target/debian/aarch64-unknown-linux-gnu/release/keksbox-peer
 IMAGE_APT_PACKAGES := mmdebstrap arch-test qemu-user-static binfmt-support qemu-system-arm \
 	qemu-utils dosfstools mtools fdisk e2fsprogs xz-utils file curl openssl openssh-client zbar-tools
 IMAGE_INPUTS := image/assemble.sh image/lib.sh $(shell find image/overlay image/boot -type f 2>/dev/null) \
-	systemd/keksbox.service systemd/keksbox.socket systemd/keksbox.sysusers config/appliance.toml
+	systemd/keksbox.service systemd/keksbox.socket systemd/keksbox.sysusers config/appliance.toml \
+	systemd/keksbox-peer.service systemd/keksbox-peer.sysusers config/peer.toml $(wildcard $(PEER_AARCH64))
 
 .PHONY: image image-test image-deps test-image-scripts
 
@@ -180,7 +181,7 @@ image: image-deps release-aarch64
 ## Boots the image twice under qemu-system-aarch64 (about 5 minutes with a built image).
 image-test: image-deps release-aarch64
 	$(MAKE) $(IMAGE_RAW)
-	image/test.sh $(IMAGE_RAW)
+	KEKSBOX_PEER_BIN=$(PEER_AARCH64) image/test.sh $(IMAGE_RAW)
 
 test-image-scripts: deps
 	$(CARGO) build -p keksbox

@@ -36,18 +36,29 @@ tar -C "$root" --numeric-owner --xattrs --xattrs-include='*' -xpf "$rootfs_tar"
 # The appliance's settings. Files from the repository, owned by root, not writable by others.
 tar -C "$here/overlay" --owner=0 --group=0 --mode=go-w -c . | tar -C "$root" -x --no-same-owner
 
-# keksbox itself, exactly as on any other machine.
+# keksbox itself, and keksbox-peer when its aarch64 build exists, exactly as on any other
+# machine (KEKSBOX_PEER_BIN tells `make install` to install the peer too).
+[ -n "$peer_bin" ] && [ -f "$peer_bin" ] || peer_bin=""
 make -C "$repo" --no-print-directory install DESTDIR="$root" PREFIX=/usr SYSCONFDIR=/etc \
-    KEKSBOX_BIN="$(readlink -f "$keksbox_bin")"
-if [ -n "$peer_bin" ] && [ -f "$peer_bin" ]; then
-    install -D -m 0755 "$peer_bin" "$root/usr/bin/keksbox-peer"
-    if [ -f "$repo/systemd/keksbox-peer.service" ]; then
-        # Installed, not enabled: it needs a camera and a room (see docs/IMAGE.md).
+    KEKSBOX_BIN="$(readlink -f "$keksbox_bin")" ${peer_bin:+KEKSBOX_PEER_BIN="$(readlink -f "$peer_bin")"}
+if [ -n "$peer_bin" ]; then
+    file -b "$peer_bin" | grep -q 'ARM aarch64' || die "$peer_bin is not an aarch64 binary ($(file -b "$peer_bin"))"
+    if [ ! -e "$root/usr/bin/keksbox-peer" ]; then
+        # A Makefile whose install does not know the peer yet: the same files by hand.
+        echo "image: make install left keksbox-peer out; installing its binary, unit and sysusers file"
+        install -D -m 0755 "$peer_bin" "$root/usr/bin/keksbox-peer"
         install -D -m 0644 "$repo/systemd/keksbox-peer.service" "$root/usr/lib/systemd/system/keksbox-peer.service"
+        install -D -m 0644 "$repo/systemd/keksbox-peer.sysusers" "$root/usr/lib/sysusers.d/keksbox-peer.conf"
+        [ -e "$root/etc/keksbox/peer.toml" ] || install -D -m 0644 "$repo/config/peer.toml" "$root/etc/keksbox/peer.toml"
     fi
-    echo "image: keksbox-peer included"
+    # It links libasound and libstdc++ dynamically: it must start in the image's own tree
+    # (through qemu-user, binfmt), or the image lacks a library (build-rootfs.sh's list).
+    need_binfmt_aarch64
+    peer_version=$(chroot "$root" /usr/bin/keksbox-peer --version) ||
+        die "keksbox-peer does not start in the image (a shared library missing from image/build-rootfs.sh's packages?)"
+    echo "image: $peer_version included (installed, not enabled: it needs a camera and a room)"
 else
-    echo "image: no aarch64 keksbox-peer (KEKSBOX_PEER_BIN unset or missing): not included"
+    echo "image: no aarch64 keksbox-peer at ${KEKSBOX_PEER_BIN:-(KEKSBOX_PEER_BIN unset)}: not included"
 fi
 
 # Units: systemctl --root only makes the symlinks, nothing runs.
@@ -58,6 +69,10 @@ systemctl --root="$root" --quiet enable keksbox.service systemd-networkd.service
 # Debian's wpa_supplicant.service (D-Bus only, for NetworkManager) is not used:
 # keksbox-wifi.service runs wpa_supplicant on wlan0 when wifi.txt asks for it.
 systemctl --root="$root" --quiet disable ssh.service wpa_supplicant.service
+# keksbox-peer is off until someone configures it (docs/IMAGE.md): never enabled here.
+if [ -e "$root/usr/lib/systemd/system/keksbox-peer.service" ]; then
+    systemctl --root="$root" --quiet disable keksbox-peer.service
+fi
 # No login prompts (tty1 shows the banner; serial consoles get none either), and no
 # first-boot questions (locale, time zone, root password) on a console nobody watches.
 systemctl --root="$root" --quiet mask getty.target systemd-firstboot.service
@@ -80,7 +95,7 @@ cat > "$root/etc/keksbox-image-release" <<EOF
 KEKSBOX_VERSION="$version"
 KEKSBOX_IMAGE_BUILT=$(date -u +%Y-%m-%dT%H:%M:%SZ)
 KEKSBOX_IMAGE_COMMIT=$(git -C "$repo" rev-parse --short HEAD 2>/dev/null || echo unknown)
-KEKSBOX_PEER=$([ -e "$root/usr/bin/keksbox-peer" ] && echo yes || echo no)
+KEKSBOX_PEER="${peer_version:-no}"
 EOF
 
 # The boot partition: what raspi-firmware put in /boot/firmware, plus the files a person

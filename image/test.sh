@@ -58,7 +58,35 @@ fail() {
         echo "----- last lines of $log -----" >&2
         tail -n 60 "$log" | tr -d '\r' >&2
     done
+    guest_journal >&2
     exit 1
+}
+
+# After a failure: what the box's own journal says about its network, devices and units,
+# read from its disk. The VM gets the power button first (logind powers off, journald
+# writes everything out), so a boot without network can still be looked into.
+guest_journal() {
+    [ -n "$qemu_pid" ] || return 0
+    if exec 3<>"/dev/tcp/127.0.0.1/$MONITOR_PORT"; then
+        echo system_powerdown >&3
+        exec 3>&-
+        for _ in $(seq 180); do kill -0 "$qemu_pid" 2>/dev/null || break; sleep 1; done
+    fi
+    kill "$qemu_pid" 2>/dev/null || true
+    wait "$qemu_pid" 2>/dev/null || true
+    qemu_pid=""
+    local start="" size=""
+    read -r start size < <(sfdisk --dump "$work/disk.img" |
+        sed -n 's/.*start= *\([0-9]*\), size= *\([0-9]*\), type=83.*/\1 \2/p') || true
+    [ -n "$size" ] || return 0
+    dd if="$work/disk.img" of="$work/root.img" bs=1M iflag=skip_bytes,count_bytes \
+        skip=$((start * 512)) count=$((size * 512)) conv=sparse status=none || return 0
+    debugfs -R "rdump /var/log/journal $work" "$work/root.img" >/dev/null 2>&1 || true
+    rm -f "$work/root.img"
+    [ -d "$work/journal" ] || { echo "image-test: no journal on the box's disk"; return 0; }
+    echo "----- the box's journal, last boot: network, udev, failed units (all of it: KEEP=1, $work/journal) -----"
+    journalctl -D "$work/journal" -b 0 -o short-monotonic --no-pager 2>/dev/null |
+        grep -E 'systemd-networkd|systemd-udevd|eth0|virtio|DHCP|[Ff]ailed|[Tt]imed out|keksbox' | tail -n 120 || true
 }
 
 # The boot partition's offset, from the image's own partition table.
@@ -144,6 +172,15 @@ check_boot() {
     fp=$(banner_fingerprint "$n")
     [[ "$fp" =~ ^([0-9A-F]{2}:){31}[0-9A-F]{2}$ ]] || fail "boot $n: no fingerprint in the banner: $(banner "$n")"
     echo "image-test: boot $n: the console says keksbox.service active, fingerprint $fp"
+    # The DHCP lease: qemu's user network hands the VM 10.0.2.15, where hostfwd forwards to.
+    # The banner's network line says what networkd is doing with the link if it never comes.
+    while ! banner "$n" | grep -q '^  https://10\.0\.2\.15[:/]'; do
+        kill -0 "$qemu_pid" 2>/dev/null || fail "boot $n: qemu exited before the DHCP lease"
+        [ $(($(date +%s) - boot_start)) -lt "$BOOT_TIMEOUT" ] ||
+            fail "boot $n: no DHCP lease (10.0.2.15) within $BOOT_TIMEOUT s; the console says: $(banner "$n" | grep '^network:')"
+        sleep 2
+    done
+    echo "image-test: boot $n: the console shows the DHCP address 10.0.2.15 after $(($(date +%s) - boot_start)) s ($(banner "$n" | grep '^network:'))"
 
     # The start page over HTTPS, through the forwarded port. The certificate is fetched,
     # compared with the console's fingerprint, then curl verifies the page's TLS against it
@@ -219,6 +256,9 @@ clock=$(remote 'systemctl start keksbox-clock.service && stat -c "%U %Y" /var/li
     fail "boot 2: the saved clock is '$clock' (want systemd-timesync's, from the last minutes)"
 echo "image-test: boot 2: keksbox-clock saved the time for the next boot"
 remote systemd-analyze time | head -1 | sed 's/^/image-test: boot 2: /'
+# When the link came up and got its lease, in seconds since the kernel started.
+remote "journalctl -b -o short-monotonic --no-pager -u systemd-networkd | grep -E 'eth0: (Link UP|Gained carrier|DHCPv4 address)'" |
+    sed 's/^/image-test: boot 2: networkd: /' || true
 remote systemd-analyze blame | head -5 | sed 's/^ */image-test: boot 2: slowest: /'
 remote 'test ! -e /etc/ssh/ssh_host_ed25519_key.pub || ssh-keygen -lf /etc/ssh/ssh_host_ed25519_key.pub' | sed 's/^/image-test: boot 2: host key made on the box: /'
 
@@ -229,6 +269,23 @@ after=$(timeout 30 openssl s_client -connect "127.0.0.1:$PORT" -servername keksb
     openssl x509 -noout -fingerprint -sha256 | sed 's/.*=//')
 [ "$after" = "$fp" ] || fail "after the update the box serves $after instead of $fp"
 echo "image-test: after the update keksbox serves the same fingerprint"
+# keksbox-peer: in the image when it was built (make image passes its path), starting with
+# the image's own libraries, its unit valid and not enabled (it is off until configured).
+peer_bin=${KEKSBOX_PEER_BIN:-}
+if remote test -e /usr/bin/keksbox-peer; then
+    peer_version=$(remote keksbox-peer --version) || fail "boot 2: keksbox-peer does not run on the box: $peer_version"
+    remote systemd-analyze verify keksbox-peer.service ||
+        fail "boot 2: systemd-analyze verify finds fault with keksbox-peer.service"
+    peer_enabled=$(remote systemctl is-enabled keksbox-peer.service) || true
+    peer_active=$(remote systemctl is-active keksbox-peer.service) || true
+    [ "$peer_enabled" = disabled ] && [ "$peer_active" = inactive ] ||
+        fail "boot 2: keksbox-peer.service is $peer_enabled and $peer_active (want disabled and inactive)"
+    echo "image-test: boot 2: $peer_version runs; its unit verifies and is disabled, inactive"
+elif [ -n "$peer_bin" ] && [ -f "$peer_bin" ]; then
+    fail "boot 2: $peer_bin was built but the image has no /usr/bin/keksbox-peer"
+else
+    echo "image-test: boot 2: no keksbox-peer in this image (no aarch64 build of it)"
+fi
 remote sync
 # What an HDMI screen would show: tty1 on the VM's display (virtio-gpu), as a PPM picture.
 # A phone pointed at that screen: the QR code must read as the banner's first address URL.

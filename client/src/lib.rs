@@ -36,6 +36,7 @@ pub mod signaling;
 pub mod stream;
 mod transfer;
 pub mod trust;
+pub mod udp;
 
 pub use media::{Codec, MediaSample, TrackFeed};
 pub use room::{Room, RoomEvent, RoomOptions};

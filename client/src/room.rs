@@ -1056,6 +1056,7 @@ impl Task {
                 peer,
                 tx: self.internal_tx.clone(),
             }))
+            .with_runtime(crate::udp::BufferedRuntime::new())
             .with_udp_addrs(bind)
             .with_data_channel_send_buffer_limit(SEND_WINDOW)
             .build()

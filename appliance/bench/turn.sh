@@ -58,10 +58,11 @@ run() {
   cmp -s "$work/payload.bin" "$work/out/payload.bin" || { echo "turn bench: the received file differs"; tail -5 "$work/recv.err"; exit 1; }
   python3 -c "print(f'{$size_mb / ($t1 - $t0):.1f} {($c1 - $c0) / $hz:.2f}')"
 }
+# UDP datagrams dropped at full receive buffers in namespace $1 (RcvbufErrors, its own count).
+drops() { ip netns exec "$1" awk '/^Udp:/ { if (!n) { for (i = 1; i <= NF; i++) if ($i == "RcvbufErrors") n = i } else print $n }' /proc/net/snmp; }
 read -r relay_mbs relay_cpu < <(run 0)
-# Datagrams the box's kernel dropped (receive buffers full) during the relayed run.
-[ -n "${TURN_BENCH_LOG:-}" ] && ip netns exec $BOX grep Udp: /proc/net/snmp >&2
+box_drops=$(drops $BOX) b_drops=$(drops $B)
 read -r direct_mbs direct_cpu < <(run 1)
 per_mb=$(python3 -c "print(f'{$relay_cpu * 1000 / $size_mb:.1f}')")
-echo "TURN: rift A to B through the box (client isolation), ${size_mb} MB: ${relay_mbs} MB/s; keksbox CPU ${relay_cpu} s, ${per_mb} ms per relayed MB"
+echo "TURN: rift A to B through the box (client isolation), ${size_mb} MB: ${relay_mbs} MB/s; keksbox CPU ${relay_cpu} s, ${per_mb} ms per relayed MB; datagrams dropped at full receive buffers: box ${box_drops}, receiver ${b_drops}"
 echo "TURN: the same with forwarding on (direct, the box only routes): ${direct_mbs} MB/s; keksbox CPU ${direct_cpu} s"

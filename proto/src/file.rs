@@ -7,7 +7,9 @@
 //! (SDP `a=max-message-size`), [`DEFAULT_MAX_MESSAGE_SIZE`] when it is unknown, capped at
 //! [`MAX_CHUNK_SIZE`]. [`FileReceiver`] accepts messages of any size and decides when a
 //! transfer is complete: `end` after exactly the announced size. A close without `end`, more
-//! bytes than announced, or `end` after fewer is a failed transfer.
+//! bytes than announced, or `end` after fewer is a failed transfer. Any other text message is
+//! ignored (PROTOCOL.md, "be lenient"; the web client's `receiveFile` does the same): text
+//! carries no file bytes, so it cannot corrupt the file.
 //!
 //! Flow control: the sender keeps a window in flight instead of waiting for each message. It
 //! sends while the channel's buffered amount is below [`HIGH_WATERMARK`], then waits for the
@@ -52,9 +54,6 @@ pub enum FileError {
     /// `end` after fewer bytes than announced.
     #[error("the transfer ended after {received} of {expected} bytes")]
     Short { received: u64, expected: u64 },
-    /// A text message other than `end` (the start of it, at most 32 characters).
-    #[error("unexpected text message {0:?} in a file transfer")]
-    UnexpectedText(String),
     /// The byte count overflowed (only a hostile peer with no announced size gets here).
     #[error("the byte count overflowed")]
     Overflow,
@@ -151,6 +150,9 @@ pub enum ChannelEvent<'a> {
 pub enum Progress {
     /// Still arriving; this many bytes so far.
     Receiving(u64),
+    /// A text message other than `end`, ignored (the client may log it); this many bytes so
+    /// far.
+    Ignored(u64),
     /// `end` arrived after the whole file (this many bytes). Sticky.
     Complete(u64),
     /// The transfer failed; drop what arrived (keep it as a partial file). Sticky.
@@ -195,12 +197,12 @@ impl FileReceiver {
                 }),
                 _ => Progress::Complete(self.received),
             },
-            ChannelEvent::Text(other) => Progress::Failed(FileError::UnexpectedText(other.chars().take(32).collect())),
+            ChannelEvent::Text(_) => Progress::Ignored(self.received),
             ChannelEvent::Closed => Progress::Failed(FileError::ClosedBeforeEnd {
                 received: self.received,
             }),
         };
-        if !matches!(result, Progress::Receiving(_)) {
+        if matches!(result, Progress::Complete(_) | Progress::Failed(_)) {
             self.outcome = Some(result.clone());
         }
         result
@@ -221,7 +223,7 @@ impl FileReceiver {
 impl fmt::Display for Progress {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Progress::Receiving(n) => write!(f, "{n} bytes so far"),
+            Progress::Receiving(n) | Progress::Ignored(n) => write!(f, "{n} bytes so far"),
             Progress::Complete(n) => write!(f, "complete ({n} bytes)"),
             Progress::Failed(e) => write!(f, "failed: {e}"),
         }
@@ -361,10 +363,10 @@ mod tests {
                 },
             ),
             (
-                "a stray text message",
+                "a stray text message does not end it",
                 None,
-                vec![Binary(1), Text("END")],
-                FileError::UnexpectedText("END".into()),
+                vec![Binary(1), Text("END"), Binary(2), Closed],
+                FileError::ClosedBeforeEnd { received: 3 },
             ),
         ];
         for (name, size, events, want) in cases {
@@ -389,12 +391,16 @@ mod tests {
         rx.handle(ChannelEvent::Binary(6));
         rx.handle(ChannelEvent::Binary(5));
         assert_eq!(rx.received(), 6);
-        // A long stray text is cut in the error.
-        let mut rx = FileReceiver::new(None);
-        let Progress::Failed(FileError::UnexpectedText(t)) = rx.handle(ChannelEvent::Text(&"x".repeat(10_000))) else {
-            panic!("expected a failure")
-        };
-        assert_eq!(t.len(), 32);
+    }
+
+    #[test]
+    fn stray_text_is_ignored_like_the_web_client_does() {
+        let mut rx = FileReceiver::new(Some(3));
+        assert_eq!(rx.handle(ChannelEvent::Binary(2)), Progress::Receiving(2));
+        assert_eq!(rx.handle(ChannelEvent::Text("hello")), Progress::Ignored(2));
+        assert_eq!(rx.handle(ChannelEvent::Text(&"x".repeat(10_000))), Progress::Ignored(2));
+        assert_eq!(rx.handle(ChannelEvent::Binary(1)), Progress::Receiving(3));
+        assert_eq!(rx.handle(ChannelEvent::Text(END)), Progress::Complete(3));
     }
 
     #[test]

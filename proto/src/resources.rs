@@ -14,6 +14,12 @@
 //!   [`LocalResources::remove`] (`provide_stop`) returns the teardown per receiver, and a
 //!   `request_stop` or a member leaving removes one receiver.
 //!
+//! A file or a track flows once per request at a time. A port (PROTOCOL.md, "Ports") carries
+//! one TCP connection per request and data channel, several at once: each `request` is another
+//! connection ([`RemoteResource::waiting`] on our side, one more flow of the receiver on the
+//! provider's), each arriving channel takes one waiting request, and each connection ends on
+//! its own ([`RemoteResources::ended`], [`LocalResources::ended`]).
+//!
 //! Neither half sends anything: the client relays `request` / `request_stop` / `provide_stop`
 //! through [`crate::session::Session`] and performs the [`Teardown`]s on its peer connections.
 //! Resource kinds this implementation does not know are kept (so a newer peer's resources can
@@ -26,15 +32,20 @@ use crate::packets::{ClientId, ProvideInfo, ResourceId, ResourceKind};
 /// How many resources one member may have announced at a time. keks-meet users offer a camera,
 /// a microphone, a screen and some files; this bounds a member who announces without end.
 pub const MAX_RESOURCES_PER_MEMBER: usize = 1024;
+/// Connections to one member's port that may wait for their channel at a time. A provider
+/// that opens none (it refused, or is busy) cannot make us hold requests without end.
+pub const MAX_WAITING_CHANNELS: usize = 64;
 
 /// Where a resource another member provides stands, seen from us.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum RemoteState {
     /// Announced; nothing flows.
     Available,
-    /// We asked for it; the track or channel has not arrived yet.
+    /// We asked for it; the track or channel has not arrived yet (a port: no connection of
+    /// it is open, at least one waits for its channel).
     Requested,
-    /// The track or the file's data channel arrived and is flowing.
+    /// The track or the file's data channel arrived and is flowing (a port: at least one
+    /// connection is open).
     Active,
     /// It flowed and ended (a file arrived or failed, a track ended); it may be requested again.
     Stopped,
@@ -45,10 +56,15 @@ pub enum RemoteState {
 pub struct RemoteResource {
     pub info: ProvideInfo,
     pub state: RemoteState,
+    /// A port: connections requested whose channel has not arrived yet. 0 for other kinds.
+    pub waiting: usize,
+    /// A port: connections whose channel arrived and that have not ended. 0 for other kinds.
+    pub open: usize,
 }
 
-/// Something flowing that the client must stop: remove the track sent to (or ignore the track
-/// received from) `peer`, or close the data channel, for resource `id`.
+/// Something requested or flowing that the client must stop: remove the track sent to (or
+/// ignore the track received from) `peer`, close the data channel(s), or drop what waits for
+/// them, for resource `id`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Teardown {
     pub peer: ClientId,
@@ -93,6 +109,9 @@ pub enum ResourceError {
     /// Already requested or flowing.
     #[error("resource {0} is already requested")]
     AlreadyRequested(ResourceId),
+    /// [`MAX_WAITING_CHANNELS`] connections to this port already wait for their channel.
+    #[error("{MAX_WAITING_CHANNELS} connections to {0} already wait for the member to answer")]
+    TooManyWaiting(ResourceId),
     /// Not requested, so there is nothing to stop.
     #[error("resource {0} is not requested")]
     NotRequested(ResourceId),
@@ -154,16 +173,25 @@ impl RemoteResources {
             RemoteResource {
                 info,
                 state: RemoteState::Available,
+                waiting: 0,
+                open: 0,
             },
         );
         Ok(Provided::New)
     }
 
-    /// `from` withdrew resource `id`: it is forgotten, and what was requested or flowing must
-    /// stop. `None` when nothing flowed (or the id is unknown).
+    /// `from` withdrew resource `id`: it is forgotten, and what was requested, or a track or
+    /// port connection flowing, must stop. A file whose channel already arrived is not torn
+    /// down: it finishes or fails on its channel (`end`, or a close without it), because a
+    /// provider withdraws a file as soon as it sent `end`, while the last bytes are still on
+    /// the way. `None` when there is nothing to stop (or the id is unknown).
     pub fn provide_stopped(&mut self, from: ClientId, id: &ResourceId) -> Option<Teardown> {
         let r = self.members.get_mut(&from)?.remove(id)?;
-        flowing(r.state).then(|| teardown(from, r))
+        let stop = match (r.state, r.info.kind) {
+            (RemoteState::Active, ResourceKind::File) => false,
+            (state, _) => flowing(state),
+        };
+        stop.then(|| teardown(from, r))
     }
 
     /// `from` left: its resources are gone. Returns their ids.
@@ -174,11 +202,23 @@ impl RemoteResources {
             .unwrap_or_default()
     }
 
-    /// We ask `from` for `id` (send `request` after this succeeds).
+    /// We ask `from` for `id` (send `request` after this succeeds). For a port this is one
+    /// more connection, whatever its other connections do.
     pub fn request(&mut self, from: ClientId, id: &ResourceId) -> Result<(), ResourceError> {
         let r = self.find(from, id)?;
-        if r.info.kind == ResourceKind::Unknown {
-            return Err(ResourceError::UnknownKind(id.clone()));
+        match r.info.kind {
+            ResourceKind::Unknown => return Err(ResourceError::UnknownKind(id.clone())),
+            ResourceKind::Port if r.waiting >= MAX_WAITING_CHANNELS => {
+                return Err(ResourceError::TooManyWaiting(id.clone()));
+            }
+            ResourceKind::Port => {
+                r.waiting += 1;
+                if r.state != RemoteState::Active {
+                    r.state = RemoteState::Requested;
+                }
+                return Ok(());
+            }
+            ResourceKind::File | ResourceKind::Track => {}
         }
         match r.state {
             RemoteState::Available | RemoteState::Stopped => {
@@ -189,52 +229,74 @@ impl RemoteResources {
         }
     }
 
-    /// We no longer want `id` from `from` (send `request_stop` after this succeeds). Returns
-    /// the teardown when it was already flowing.
-    pub fn request_stop(&mut self, from: ClientId, id: &ResourceId) -> Result<Option<Teardown>, ResourceError> {
+    /// We no longer want `id` from `from` (send `request_stop` after this succeeds): what
+    /// was requested or flowing (every connection of a port) must stop.
+    pub fn request_stop(&mut self, from: ClientId, id: &ResourceId) -> Result<Teardown, ResourceError> {
         let r = self.find(from, id)?;
-        let was = r.state;
-        if !flowing(was) {
+        if !flowing(r.state) {
             return Err(ResourceError::NotRequested(id.clone()));
         }
         r.state = RemoteState::Available;
-        Ok((was == RemoteState::Active).then(|| Teardown {
+        r.waiting = 0;
+        r.open = 0;
+        Ok(Teardown {
             peer: from,
             id: id.clone(),
             kind: r.info.kind,
-        }))
+        })
     }
 
     /// A track arrived from `from` with a MediaStream whose id is `stream_id`.
     pub fn incoming_track(&mut self, from: ClientId, stream_id: &str) -> Incoming {
-        self.incoming(from, stream_id, ResourceKind::Track)
+        self.incoming(from, stream_id, true)
     }
 
-    /// `from` opened a data channel labelled `label`.
+    /// `from` opened a data channel labelled `label`: a file's, or one connection of a port.
     pub fn incoming_channel(&mut self, from: ClientId, label: &str) -> Incoming {
-        self.incoming(from, label, ResourceKind::File)
+        self.incoming(from, label, false)
     }
 
-    /// The flow of `id` from `from` ended (the file arrived or failed, the track ended).
+    /// The flow of `id` from `from` ended (the file arrived or failed, the track ended, one
+    /// connection of a port closed).
     pub fn ended(&mut self, from: ClientId, id: &ResourceId) -> Result<(), ResourceError> {
         let r = self.find(from, id)?;
         if r.state != RemoteState::Active {
             return Err(ResourceError::NotRequested(id.clone()));
         }
+        if r.info.kind == ResourceKind::Port {
+            r.open = r.open.saturating_sub(1);
+            if r.open > 0 {
+                return Ok(());
+            }
+            if r.waiting > 0 {
+                r.state = RemoteState::Requested;
+                return Ok(());
+            }
+        }
         r.state = RemoteState::Stopped;
         Ok(())
     }
 
-    fn incoming(&mut self, from: ClientId, id: &str, kind: ResourceKind) -> Incoming {
+    fn incoming(&mut self, from: ClientId, id: &str, track: bool) -> Incoming {
         let id = ResourceId(id.to_owned());
         let Some(r) = self.members.get_mut(&from).and_then(|rs| rs.get_mut(&id)) else {
             return Incoming::Refuse(Refusal::Unknown(id));
         };
-        if r.info.kind != kind {
-            return Incoming::Refuse(Refusal::WrongKind { id, kind: r.info.kind });
+        let kind = r.info.kind;
+        let by_channel = matches!(kind, ResourceKind::File | ResourceKind::Port);
+        let fits = if track { kind == ResourceKind::Track } else { by_channel };
+        if !fits {
+            return Incoming::Refuse(Refusal::WrongKind { id, kind });
         }
         match (r.state, kind) {
-            (RemoteState::Requested, _) => {
+            // Each connection of a port takes one waiting request.
+            (RemoteState::Requested | RemoteState::Active, ResourceKind::Port) if r.waiting > 0 => {
+                r.waiting -= 1;
+                r.open += 1;
+                r.state = RemoteState::Active;
+                Incoming::Accept(id)
+            }
+            (RemoteState::Requested, ResourceKind::File | ResourceKind::Track) => {
                 r.state = RemoteState::Active;
                 Incoming::Accept(id)
             }
@@ -264,7 +326,9 @@ pub struct LocalResources {
 #[derive(Debug)]
 struct LocalResource {
     info: ProvideInfo,
-    receivers: BTreeSet<ClientId>,
+    /// Who receives it, and how many flows each has (always 1 except for a port's
+    /// connections).
+    receivers: BTreeMap<ClientId, usize>,
 }
 
 impl LocalResources {
@@ -284,7 +348,7 @@ impl LocalResources {
             info.id.clone(),
             LocalResource {
                 info,
-                receivers: BTreeSet::new(),
+                receivers: BTreeMap::new(),
             },
         );
         Ok(())
@@ -305,30 +369,50 @@ impl LocalResources {
         self.resources
             .get(id)
             .into_iter()
-            .flat_map(|r| r.receivers.iter().copied())
+            .flat_map(|r| r.receivers.keys().copied())
     }
 
     /// `from` requested `id`: the kind tells the client what to start (add the track with a
-    /// stream whose id is `id`, or open a data channel labelled `id`).
+    /// stream whose id is `id`, or open a data channel labelled `id`). A file or track is
+    /// sent once at a time per member; each request of a port is one more connection.
     pub fn requested(&mut self, from: ClientId, id: &ResourceId) -> Result<ResourceKind, ResourceError> {
         let r = self
             .resources
             .get_mut(id)
             .ok_or_else(|| ResourceError::Unknown(id.clone()))?;
-        if !r.receivers.insert(from) {
+        let kind = r.info.kind;
+        let flows = r.receivers.entry(from).or_insert(0);
+        if *flows > 0 && kind != ResourceKind::Port {
             return Err(ResourceError::AlreadySending {
                 peer: from,
                 id: id.clone(),
             });
         }
-        Ok(r.info.kind)
+        *flows += 1;
+        Ok(kind)
     }
 
-    /// `from` sent `request_stop` for `id`, or its transfer ended: it no longer receives it.
-    /// Returns what to tear down, if it was receiving.
+    /// One flow of `id` to `from` ended (the upload finished or failed, one connection of a
+    /// port closed, or the client could not start it). Whether `from` was receiving it.
+    pub fn ended(&mut self, from: ClientId, id: &ResourceId) -> bool {
+        let Some(r) = self.resources.get_mut(id) else {
+            return false;
+        };
+        let Some(flows) = r.receivers.get_mut(&from) else {
+            return false;
+        };
+        *flows = flows.saturating_sub(1);
+        if *flows == 0 {
+            r.receivers.remove(&from);
+        }
+        true
+    }
+
+    /// `from` sent `request_stop` for `id`: it no longer receives it (no connection of a port
+    /// either). Returns what to tear down, if it was receiving.
     pub fn request_stopped(&mut self, from: ClientId, id: &ResourceId) -> Option<Teardown> {
         let r = self.resources.get_mut(id)?;
-        r.receivers.remove(&from).then(|| Teardown {
+        r.receivers.remove(&from).map(|_| Teardown {
             peer: from,
             id: id.clone(),
             kind: r.info.kind,
@@ -344,7 +428,7 @@ impl LocalResources {
             .ok_or_else(|| ResourceError::Unknown(id.clone()))?;
         let kind = r.info.kind;
         Ok(r.receivers
-            .into_iter()
+            .into_keys()
             .map(|peer| Teardown {
                 peer,
                 id: id.clone(),
@@ -358,7 +442,7 @@ impl LocalResources {
     pub fn member_left(&mut self, peer: ClientId) -> Vec<ResourceId> {
         self.resources
             .iter_mut()
-            .filter_map(|(id, r)| r.receivers.remove(&peer).then(|| id.clone()))
+            .filter_map(|(id, r)| r.receivers.remove(&peer).map(|_| id.clone()))
             .collect()
     }
 }
@@ -403,6 +487,16 @@ mod tests {
             kind: ResourceKind::Track,
             track_kind: Some(TrackKind::Video),
             label: Some("Camera".into()),
+            size: None,
+        }
+    }
+
+    fn port(id: &str) -> ProvideInfo {
+        ProvideInfo {
+            id: rid(id),
+            kind: ResourceKind::Port,
+            track_kind: None,
+            label: Some("tcp 8080".into()),
             size: None,
         }
     }
@@ -471,11 +565,11 @@ mod tests {
         );
         assert_eq!(
             r.request_stop(ALICE, &rid("cam")),
-            Ok(Some(Teardown {
+            Ok(Teardown {
                 peer: ALICE,
                 id: rid("cam"),
                 kind: ResourceKind::Track
-            }))
+            })
         );
         assert_eq!(r.get(ALICE, &rid("cam")).map(|x| x.state), Some(RemoteState::Available));
         assert_eq!(
@@ -513,6 +607,122 @@ mod tests {
         r.provided(ALICE, file("g")).expect("room");
         assert_eq!(r.provide_stopped(ALICE, &rid("g")), None, "nothing flowed");
         assert_eq!(r.provide_stopped(ALICE, &rid("nope")), None);
+    }
+
+    #[test]
+    fn a_withdrawn_file_whose_channel_arrived_finishes_on_its_channel() {
+        let mut r = RemoteResources::new();
+        r.provided(ALICE, file("f")).expect("room");
+        r.request(ALICE, &rid("f")).expect("available");
+        assert_eq!(r.incoming_channel(ALICE, "f"), Incoming::Accept(rid("f")));
+        // The provider withdraws it right after `end`: nothing to tear down, the channel decides.
+        assert_eq!(r.provide_stopped(ALICE, &rid("f")), None);
+        assert_eq!(r.get(ALICE, &rid("f")), None);
+        assert_eq!(r.ended(ALICE, &rid("f")), Err(ResourceError::Unknown(rid("f"))));
+        // A cancelled download that had not started is torn down (its sink is dropped).
+        r.provided(ALICE, file("g")).expect("room");
+        r.request(ALICE, &rid("g")).expect("available");
+        assert_eq!(
+            r.request_stop(ALICE, &rid("g")),
+            Ok(Teardown {
+                peer: ALICE,
+                id: rid("g"),
+                kind: ResourceKind::File
+            })
+        );
+        assert_eq!(r.get(ALICE, &rid("g")).map(|x| x.state), Some(RemoteState::Available));
+    }
+
+    #[test]
+    fn each_port_request_takes_one_channel() {
+        let mut r = RemoteResources::new();
+        r.provided(ALICE, port("web")).expect("room");
+        let at = |r: &RemoteResources| {
+            let x = r.get(ALICE, &rid("web")).expect("known");
+            (x.state, x.waiting, x.open)
+        };
+        // Nobody asked: refused.
+        assert!(matches!(r.incoming_channel(ALICE, "web"), Incoming::Refuse(_)));
+        r.request(ALICE, &rid("web")).expect("one connection");
+        r.request(ALICE, &rid("web")).expect("another connection");
+        assert_eq!(at(&r), (RemoteState::Requested, 2, 0));
+        assert_eq!(r.incoming_channel(ALICE, "web"), Incoming::Accept(rid("web")));
+        assert_eq!(at(&r), (RemoteState::Active, 1, 1));
+        // A third connection while one is open.
+        r.request(ALICE, &rid("web")).expect("a third");
+        assert_eq!(r.incoming_channel(ALICE, "web"), Incoming::Accept(rid("web")));
+        assert_eq!(r.incoming_channel(ALICE, "web"), Incoming::Accept(rid("web")));
+        assert_eq!(at(&r), (RemoteState::Active, 0, 3));
+        // More channels than requests: refused.
+        assert_eq!(
+            r.incoming_channel(ALICE, "web"),
+            Incoming::Refuse(Refusal::NotRequested {
+                id: rid("web"),
+                state: RemoteState::Active
+            })
+        );
+        assert_eq!(
+            r.incoming_track(ALICE, "web"),
+            Incoming::Refuse(Refusal::WrongKind {
+                id: rid("web"),
+                kind: ResourceKind::Port
+            })
+        );
+        r.ended(ALICE, &rid("web")).expect("open");
+        r.ended(ALICE, &rid("web")).expect("open");
+        assert_eq!(at(&r), (RemoteState::Active, 0, 1));
+        r.request(ALICE, &rid("web")).expect("a fourth");
+        r.ended(ALICE, &rid("web")).expect("open");
+        assert_eq!(at(&r), (RemoteState::Requested, 1, 0), "the fourth still waits");
+        assert_eq!(r.incoming_channel(ALICE, "web"), Incoming::Accept(rid("web")));
+        r.ended(ALICE, &rid("web")).expect("open");
+        assert_eq!(at(&r), (RemoteState::Stopped, 0, 0));
+        assert_eq!(
+            r.ended(ALICE, &rid("web")),
+            Err(ResourceError::NotRequested(rid("web")))
+        );
+
+        // The waiting connections are bounded.
+        for _ in 0..MAX_WAITING_CHANNELS {
+            r.request(ALICE, &rid("web")).expect("below the bound");
+        }
+        assert_eq!(
+            r.request(ALICE, &rid("web")),
+            Err(ResourceError::TooManyWaiting(rid("web")))
+        );
+        // provide_stop ends every connection, waiting or open.
+        assert_eq!(r.incoming_channel(ALICE, "web"), Incoming::Accept(rid("web")));
+        assert_eq!(
+            r.provide_stopped(ALICE, &rid("web")),
+            Some(Teardown {
+                peer: ALICE,
+                id: rid("web"),
+                kind: ResourceKind::Port
+            })
+        );
+        assert!(matches!(r.incoming_channel(ALICE, "web"), Incoming::Refuse(_)));
+    }
+
+    #[test]
+    fn a_port_carries_several_connections_to_one_receiver() {
+        let mut l = LocalResources::new();
+        l.add(port("web")).expect("new");
+        for _ in 0..3 {
+            assert_eq!(l.requested(ALICE, &rid("web")), Ok(ResourceKind::Port));
+        }
+        assert_eq!(l.requested(BOB, &rid("web")), Ok(ResourceKind::Port));
+        assert!(l.ended(ALICE, &rid("web")));
+        assert!(l.ended(ALICE, &rid("web")));
+        assert_eq!(l.receivers(&rid("web")).collect::<Vec<_>>(), vec![ALICE, BOB]);
+        assert!(l.ended(ALICE, &rid("web")));
+        assert_eq!(l.receivers(&rid("web")).collect::<Vec<_>>(), vec![BOB]);
+        assert!(!l.ended(ALICE, &rid("web")), "nothing left to end");
+        l.requested(BOB, &rid("web")).expect("known");
+        // request_stop ends every connection of that member at once.
+        assert!(l.request_stopped(BOB, &rid("web")).is_some());
+        assert_eq!(l.receivers(&rid("web")).count(), 0);
+        assert!(!l.ended(BOB, &rid("web")));
+        assert!(!l.ended(BOB, &rid("nope")));
     }
 
     #[test]
@@ -561,7 +771,7 @@ mod tests {
         assert_eq!(l.requested(BOB, &rid("nope")), Err(ResourceError::Unknown(rid("nope"))));
         assert_eq!(l.receivers(&rid("f")).collect::<Vec<_>>(), vec![ALICE, BOB]);
 
-        // Alice's download finished (or she sent request_stop).
+        // Alice sent request_stop.
         assert_eq!(
             l.request_stopped(ALICE, &rid("f")),
             Some(Teardown {
@@ -571,7 +781,10 @@ mod tests {
             })
         );
         assert_eq!(l.request_stopped(ALICE, &rid("f")), None);
-        // She may download it again.
+        // She may download it again; this time it finishes.
+        assert_eq!(l.requested(ALICE, &rid("f")), Ok(ResourceKind::File));
+        assert!(l.ended(ALICE, &rid("f")));
+        assert!(!l.ended(ALICE, &rid("f")));
         assert_eq!(l.requested(ALICE, &rid("f")), Ok(ResourceKind::File));
 
         // Bob leaves: he receives nothing any more.

@@ -20,10 +20,13 @@ APT_PACKAGES += libasound2-dev libclang-dev
 APT_PACKAGES += qemu-system-x86 busybox-static cpio kmod
 # keksbox-peer: cmake builds the bundled libopus (opusic-sys).
 APT_PACKAGES += cmake
+# keksbox-peer for aarch64 (make release-aarch64-peer): the board's libasound to link against
+# (arm64 multiarch; Debian has no static libasound) and g++ for openh264's C++.
+APT_PACKAGES += libasound2-dev:arm64 g++-aarch64-linux-gnu
 APT_STAMP := target/.apt-packages
 
 .PHONY: run test bench web web-deps deps test-rust test-web clippy fmt fuzz clean
-.PHONY: release release-aarch64 release-armv7 install test-platform bench-platform
+.PHONY: release release-aarch64 release-aarch64-peer release-armv7 install install-peer test-platform bench-platform
 
 ## Build what is needed and start the appliance on its embedded default config.
 run: web
@@ -120,6 +123,26 @@ release-aarch64: deps web
 	$(DEBIAN_CARGO) build --release --locked -p keksbox --target aarch64-unknown-linux-gnu
 	@file $(RELEASE_AARCH64)
 
+# keksbox-peer for aarch64, same toolchain and target dir, but dynamically linked: it needs the
+# board's libasound.so.2, libstdc++.so.6 (openh264) and glibc (Debian's arm64 libasound2 and
+# libstdc++6 on the image). openh264 and libopus are C/C++ built from source by the cross
+# compilers (cc, cmake); v4l's bindings come from bindgen with the arm64 kernel headers.
+RELEASE_AARCH64_PEER := target/debian/aarch64-unknown-linux-gnu/release/keksbox-peer
+# RUSTFLAGS replaces .cargo/config.toml's +crt-static for this build only (a static glibc
+# binary cannot load libasound); with --target it does not reach build scripts.
+# pkg-config reads the arm64 .pc files; multiarch keeps them in the host's tree, so sysroot /.
+# bindgen runs the host's libclang: point it at the arm64 headers, not the host's.
+AARCH64_PEER_ENV := RUSTFLAGS="-C target-feature=-crt-static" \
+	PKG_CONFIG_ALLOW_CROSS=1 PKG_CONFIG_SYSROOT_DIR=/ \
+	PKG_CONFIG_LIBDIR=/usr/lib/aarch64-linux-gnu/pkgconfig:/usr/share/pkgconfig \
+	CC_aarch64_unknown_linux_gnu=aarch64-linux-gnu-gcc CXX_aarch64_unknown_linux_gnu=aarch64-linux-gnu-g++ \
+	AR_aarch64_unknown_linux_gnu=aarch64-linux-gnu-ar \
+	BINDGEN_EXTRA_CLANG_ARGS_aarch64_unknown_linux_gnu="--sysroot=/usr/aarch64-linux-gnu -I/usr/aarch64-linux-gnu/include"
+
+release-aarch64-peer: deps
+	$(AARCH64_PEER_ENV) $(DEBIAN_CARGO) build --release --locked -p keksbox-peer --target aarch64-unknown-linux-gnu
+	@file $(RELEASE_AARCH64_PEER)
+
 # 32-bit ARM needs cross-rs and Docker (Debian's armhf std does not match its compiler).
 release-armv7: web
 	CROSS_CONFIG=cross.toml cross build --release --locked -p keksbox --target armv7-unknown-linux-musleabihf
@@ -132,6 +155,8 @@ SYSCONFDIR ?= /etc
 UNITDIR ?= $(PREFIX)/lib/systemd/system
 SYSUSERSDIR ?= $(PREFIX)/lib/sysusers.d
 KEKSBOX_BIN ?= $(RELEASE_X86_64)
+# keksbox-peer from the same build (architecture and target dir) as KEKSBOX_BIN.
+KEKSBOX_PEER_BIN ?= $(dir $(KEKSBOX_BIN))keksbox-peer
 
 install:
 	@test -f "$(KEKSBOX_BIN)" || { echo "$(KEKSBOX_BIN) missing: run make release (or make release-aarch64 and set KEKSBOX_BIN=$(RELEASE_AARCH64))"; exit 1; }
@@ -145,14 +170,37 @@ install:
 	@# An existing config is the owner's: never overwrite it.
 	test -e "$(DESTDIR)$(SYSCONFDIR)/keksbox/keksbox.toml" || \
 		install -D -m 0644 config/appliance.toml "$(DESTDIR)$(SYSCONFDIR)/keksbox/keksbox.toml"
+	@# keksbox-peer only when it was built: a box without a camera installs keksbox alone.
+	@if [ -f "$(KEKSBOX_PEER_BIN)" ]; then $(MAKE) --no-print-directory install-peer; \
+	else echo "install: $(KEKSBOX_PEER_BIN) not built, keksbox-peer not installed (make release-aarch64-peer, or set KEKSBOX_PEER_BIN)"; fi
+
+## keksbox-peer (dynamically linked: the board needs libasound2 and libstdc++6), its unit,
+## its sysusers file and /etc/keksbox/peer.toml. `make install` calls it when the binary exists.
+install-peer:
+	@test -f "$(KEKSBOX_PEER_BIN)" || { echo "$(KEKSBOX_PEER_BIN) missing: run make release-aarch64-peer (or set KEKSBOX_PEER_BIN)"; exit 1; }
+	install -D -m 0755 "$(KEKSBOX_PEER_BIN)" "$(DESTDIR)$(PREFIX)/bin/keksbox-peer"
+	install -d "$(DESTDIR)$(UNITDIR)"
+	sed -e 's|/usr/bin/keksbox-peer|$(PREFIX)/bin/keksbox-peer|' -e 's|/etc/keksbox/|$(SYSCONFDIR)/keksbox/|' \
+		systemd/keksbox-peer.service > "$(DESTDIR)$(UNITDIR)/keksbox-peer.service"
+	install -D -m 0644 systemd/keksbox-peer.sysusers "$(DESTDIR)$(SYSUSERSDIR)/keksbox-peer.conf"
+	@# The owner's config, never overwritten. It holds no secret (LoadCredential= reads
+	@# /etc/keksbox/peer-secret, which the owner creates, mode 0600).
+	test -e "$(DESTDIR)$(SYSCONFDIR)/keksbox/peer.toml" || \
+		install -D -m 0644 config/peer.toml "$(DESTDIR)$(SYSCONFDIR)/keksbox/peer.toml"
 
 ## Unit files (hardening, verify, sysusers), the static aarch64 binary under qemu with TLS,
-## and the install layout. The mDNS namespace test is a cargo test (appliance/tests/mdns.rs).
-test-platform: release-aarch64
+## the aarch64 keksbox-peer under qemu in a room on keksbox, and the install layout. The mDNS
+## namespace test is a cargo test (appliance/tests/mdns.rs).
+test-platform: release-aarch64 release-aarch64-peer
 	$(CARGO) build -p keksbox
 	appliance/tests/platform.sh systemd
 	appliance/tests/platform.sh smoke $(RELEASE_AARCH64) qemu-aarch64-static
 	appliance/tests/platform.sh install $(RELEASE_AARCH64)
+	@# keksbox-peer for aarch64 (dynamic) under qemu with the arm64 glibc and libasound of the
+	@# host's multiarch tree (-L /), as on the board; the cross toolchain's own glibc
+	@# (-L /usr/aarch64-linux-gnu) hangs qemu when the first thread starts. About 20 s.
+	peer-daemon/tests/platform.sh smoke $(RELEASE_AARCH64_PEER) "qemu-aarch64-static -L /" $(KEKSBOX_DEBUG)
+	peer-daemon/tests/platform.sh install $(RELEASE_AARCH64) $(RELEASE_AARCH64_PEER)
 
 ## Static binary sizes and idle memory.
 bench-platform: release release-aarch64

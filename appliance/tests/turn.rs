@@ -242,10 +242,19 @@ async fn listeners_and_allowed_networks_follow_the_boxs_addresses() {
     relay.send_to(b"now allowed", far_addr).await.unwrap();
     assert_eq!(recv(&far, Duration::from_secs(5)).await.unwrap().0, b"now allowed");
     assert_eq!(turn.stats().live_allocations, 2);
+    let mut tcp = tokio::net::TcpStream::connect(new).await.unwrap();
+    binding_over_tcp(&mut tcp).await.unwrap();
 
-    // The address goes: its listener and its allocation end, and 127.0.0.9 is outside again,
-    // even for the permission the first allocation holds.
+    // The address goes: its listener, its allocation and its TCP connection end, and
+    // 127.0.0.9 is outside again, even for the permission the first allocation holds.
     turn.refresh(&before).await;
+    tokio::time::timeout(Duration::from_secs(5), async {
+        while !closed_by_server(&mut tcp).await {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await
+    .expect("the TCP connection to the vanished address is closed");
     assert_eq!(turn.listening(), vec![SocketAddr::new(LOOPBACK, port)]);
     assert_eq!(turn.listener_for(ip("127.0.0.10")), None);
     assert_eq!(turn.allowed(), before.networks);

@@ -14,6 +14,7 @@ use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{Mutex, Notify, Semaphore};
+use tokio::task::JoinSet;
 use webrtc_util::Conn;
 
 /// Largest message read: what the TURN crate reads from UDP too.
@@ -155,7 +156,8 @@ impl Conn for TcpConn {
 }
 
 /// Accepts TURN-over-TCP connections on `listener` and serves each with a server made by
-/// `make_server`, at most `max` at once.
+/// `make_server`, at most `max` at once. The connections live in this future: dropping it
+/// (aborting its task, when the box's address goes) ends them.
 pub(super) async fn accept_loop<F, Fut>(listener: TcpListener, max: usize, make_server: F)
 where
     F: Fn(Arc<TcpConn>) -> Fut + Send + Sync + 'static,
@@ -163,8 +165,14 @@ where
 {
     let slots = Arc::new(Semaphore::new(max));
     let make_server = Arc::new(make_server);
+    let mut connections = JoinSet::new();
     loop {
-        let (stream, peer) = match listener.accept().await {
+        let accepted = tokio::select! {
+            accepted = listener.accept() => accepted,
+            // Finished connections leave the set, so it holds only open ones.
+            Some(_) = connections.join_next() => continue,
+        };
+        let (stream, peer) = match accepted {
             Ok(accepted) => accepted,
             Err(e) => {
                 log::warn!("TURN over TCP: accept failed: {e}");
@@ -177,7 +185,7 @@ where
             continue;
         };
         let make_server = make_server.clone();
-        tokio::spawn(async move {
+        connections.spawn(async move {
             let _slot = slot;
             let conn = match TcpConn::new(stream) {
                 Ok(conn) => Arc::new(conn),

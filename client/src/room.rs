@@ -47,11 +47,12 @@ use crate::stream::{ByteStream, LocalEnd, StreamKey, bridge};
 use crate::transfer::{download, upload};
 use crate::trust::Trust;
 
-/// Largest binary message a file sender writes. Browsers accept up to 256 KiB; keks-meet's
-/// own browser client sends 32 KiB. 64 KiB is what a peer that announces no limit takes.
-pub const CHUNK: usize = 64 << 10;
-/// Bytes a sender keeps in flight per data channel before `send` waits (the window).
-pub const SEND_WINDOW: usize = 1 << 20;
+/// Largest binary message a port connection writes (PROTOCOL.md, "Ports"): what a peer that
+/// announces no limit takes. Files are cut by keks-proto's `FileSender`.
+pub const CHUNK: usize = keks_proto::file::DEFAULT_MAX_MESSAGE_SIZE;
+/// Bytes a sender keeps in flight per data channel before `send` waits (the window): proto's
+/// high watermark. The crate's send waits below it, so the window needs no polling here.
+pub const SEND_WINDOW: usize = keks_proto::file::HIGH_WATERMARK;
 /// Why an upload whose channel never opened failed (the member refused it, or left).
 pub(crate) const NOT_OPENED: &str = "the data channel closed before it opened";
 /// Requests one member may have waiting for a channel.

@@ -1,16 +1,21 @@
 //! Moving a file's bytes over one data channel (docs/PROTOCOL.md, "File transfer"): the
 //! sending and receiving tasks the room task spawns. Each reports progress to the room task
 //! as an [`Internal`] event and never touches the room's state.
+//!
+//! The framing is keks-proto's: [`FileSender`] cuts the messages and refuses a source that
+//! grew or shrank, [`FileReceiver`] decides whether a file arrived whole (the announced size,
+//! `end`, a close without `end`). These tasks only move bytes and watch the channel.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::BytesMut;
+use keks_proto::file::{self, ChannelEvent, FileReceiver, FileSender, Message};
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::sync::mpsc;
 use webrtc::data_channel::{DataChannel, DataChannelEvent};
 
-use crate::room::{CHUNK, DRAIN_TIMEOUT, Internal, NOT_OPENED, Progress, Sink, Source, TransferKey};
+use crate::room::{DRAIN_TIMEOUT, Internal, NOT_OPENED, Progress, Sink, Source, TransferKey};
 
 /// What a receiver gathers before writing to its sink.
 const WRITE_BUFFER: usize = 1 << 20;
@@ -83,10 +88,12 @@ async fn upload_inner(
     let mut file = tokio::fs::File::open(&path)
         .await
         .map_err(|e| format!("cannot open {}: {e}", path.display()))?;
-    let mut sent = 0u64;
+    // The crate does not tell the peer's a=max-message-size to a channel: 64 KiB, which every
+    // peer takes (browsers 256 KiB, the crate 64 KiB).
+    let mut sender = FileSender::new(None, size);
     let mut last_report = 0u64;
     loop {
-        let mut buf = BytesMut::zeroed(CHUNK);
+        let mut buf = BytesMut::zeroed(sender.chunk_size());
         let n = file
             .read(&mut buf)
             .await
@@ -98,19 +105,27 @@ async fn upload_inner(
         if state.borrow().closed {
             return Err("the receiver closed the data channel".into());
         }
-        dc.send(buf).await.map_err(|e| format!("sending failed: {e}"))?;
-        sent += n as u64;
-        if size.is_some_and(|s| sent > s) {
-            return Err(format!("{} grew while it was being sent", path.display()));
+        // The sender's cut as lengths, so each message is split off the read buffer uncopied.
+        let lengths: Vec<usize> = match sender.push(&buf) {
+            Ok(messages) => messages.map(message_len).collect(),
+            Err(e) => return Err(format!("{} grew while it was being sent ({e})", path.display())),
+        };
+        for len in lengths {
+            dc.send(buf.split_to(len)).await.map_err(|e| format!("sending failed: {e}"))?;
         }
+        let sent = sender.sent();
         if sent - last_report >= 1 << 20 {
             last_report = sent;
             let _ = report.send(Internal::Upload(key.clone(), Progress::Bytes(sent)));
         }
     }
-    if size.is_some_and(|s| sent != s) {
-        return Err(format!("{} changed size while it was being sent", path.display()));
-    }
+    let end = match sender.finish() {
+        Ok(Message::Text(end)) => end,
+        Ok(Message::Binary(_)) | Err(_) => {
+            return Err(format!("{} changed size while it was being sent", path.display()));
+        }
+    };
+    let sent = sender.sent();
     // SCTP's buffered amount falling below one byte: what SCTP holds is acknowledged. The
     // channel may still hold the tail above SCTP (the crate's outstanding-bytes counter does
     // not reliably return to zero, so it cannot tell): the application keeps the connection
@@ -122,7 +137,7 @@ async fn upload_inner(
     // connection ends. Receivers (rift, browsers) finish on `end`, not on the close.
     let _ = dc.set_buffered_amount_low_threshold(1).await;
     let lows_before_end = state.borrow().lows;
-    dc.send_text("end").await.map_err(|e| format!("sending failed: {e}"))?;
+    dc.send_text(end).await.map_err(|e| format!("sending failed: {e}"))?;
     let _ = report.send(Internal::EndSent(key.clone(), sent));
     // The last small message was seen to sit in the crate's send pipeline until something
     // woke its driver (with Chromium as the receiver). Setting the threshold wakes it: poke
@@ -161,6 +176,14 @@ async fn upload_inner(
     Ok(sent)
 }
 
+/// The length of one message [`FileSender::push`] cut.
+fn message_len(message: Message<'_>) -> usize {
+    match message {
+        Message::Binary(b) => b.len(),
+        Message::Text(t) => t.len(),
+    }
+}
+
 pub(crate) async fn download(
     key: TransferKey,
     dc: Arc<dyn DataChannel>,
@@ -170,46 +193,50 @@ pub(crate) async fn download(
     let Sink { writer, expected } = sink;
     // Fewer, larger writes: a file sink does each write on a blocking thread.
     let mut writer = tokio::io::BufWriter::with_capacity(WRITE_BUFFER, writer);
-    let mut received = 0u64;
+    let mut receiver = FileReceiver::new(expected);
     let mut last_report = 0u64;
     let mut started = false;
     let outcome = loop {
-        let Some(event) = dc.poll().await else {
-            break Err("the data channel closed before the end of the file".to_owned());
-        };
-        match event {
-            DataChannelEvent::OnOpen if !started => {
-                started = true;
-                let _ = report.send(Internal::Download(key.clone(), Progress::Started));
-            }
-            DataChannelEvent::OnMessage(msg) if msg.is_string => {
-                if msg.data.as_ref() == b"end" {
-                    break match expected {
-                        Some(e) if e != received => Err(format!("the file ended after {received} of {e} bytes")),
-                        _ => Ok(received),
-                    };
-                }
-                log::debug!("ignoring an unexpected text message on {}", key.id);
-            }
-            DataChannelEvent::OnMessage(msg) => {
+        let event = match dc.poll().await {
+            None | Some(DataChannelEvent::OnClose) => receiver.handle(ChannelEvent::Closed),
+            Some(DataChannelEvent::OnOpen) => {
                 if !started {
                     started = true;
                     let _ = report.send(Internal::Download(key.clone(), Progress::Started));
                 }
-                received += msg.data.len() as u64;
-                if let Some(e) = expected.filter(|e| received > *e) {
-                    break Err(format!("the sender sent more than the announced {e} bytes"));
+                continue;
+            }
+            Some(DataChannelEvent::OnMessage(msg)) if msg.is_string => {
+                // Not UTF-8 is not `end` either: ignored like any stray text.
+                let text = std::str::from_utf8(&msg.data).unwrap_or("");
+                receiver.handle(ChannelEvent::Text(text))
+            }
+            Some(DataChannelEvent::OnMessage(msg)) => {
+                if !started {
+                    started = true;
+                    let _ = report.send(Internal::Download(key.clone(), Progress::Started));
                 }
-                if let Err(e) = writer.write_all(&msg.data).await {
-                    break Err(format!("cannot write: {e}"));
-                }
-                if received - last_report >= 1 << 20 {
-                    last_report = received;
-                    let _ = report.send(Internal::Download(key.clone(), Progress::Bytes(received)));
+                match receiver.handle(ChannelEvent::Binary(msg.data.len())) {
+                    file::Progress::Receiving(received) => {
+                        if let Err(e) = writer.write_all(&msg.data).await {
+                            break Err(format!("cannot write: {e}"));
+                        }
+                        if received - last_report >= 1 << 20 {
+                            last_report = received;
+                            let _ = report.send(Internal::Download(key.clone(), Progress::Bytes(received)));
+                        }
+                        continue;
+                    }
+                    other => other,
                 }
             }
-            DataChannelEvent::OnClose => break Err("the data channel closed before the end of the file".to_owned()),
-            _ => {}
+            Some(_) => continue,
+        };
+        match event {
+            file::Progress::Complete(n) => break Ok(n),
+            file::Progress::Failed(e) => break Err(e.to_string()),
+            file::Progress::Ignored(_) => log::debug!("ignoring an unexpected text message on {}", key.id),
+            file::Progress::Receiving(_) => {}
         }
     };
     let outcome = match outcome {

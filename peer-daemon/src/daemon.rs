@@ -20,13 +20,13 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
 use keks_client::room::IceOptions;
-use keks_client::{Codec, KnownServers, Room, RoomEvent, RoomOptions, Server, TrackFeed, Trust};
+use keks_client::{Codec, KnownServers, MediaSample, Room, RoomEvent, RoomOptions, Server, TrackFeed, Trust};
 use keks_proto::packets::{ClientId, ProvideInfo, ResourceId, ResourceKind};
 use tokio::sync::mpsc;
 
 use crate::config::Config;
-use crate::encode::{H264Encoder, OpusEncoder};
-use crate::source::{self, AUDIO_FRAME, DeviceError, VideoData};
+use crate::encode::{EncodeError, H264Encoder, OpusEncoder};
+use crate::source::{self, AUDIO_FRAME, DeviceError, VideoData, VideoFrame, VideoMode, VideoSource};
 
 /// How long a lost device waits before it is opened again.
 const RETRY: Duration = Duration::from_secs(2);
@@ -148,8 +148,8 @@ fn camera_thread(config: crate::config::VideoSection, tx: mpsc::Sender<DeviceEve
         };
         let mode = source.mode();
         let interval = Duration::from_secs(config.keyframe_interval_s.into());
-        let mut encoder = match H264Encoder::new(mode, config.bitrate_kbps, interval) {
-            Ok(e) => e,
+        let mut pipeline = match CameraPipeline::new(mode, config.bitrate_kbps, interval) {
+            Ok(p) => p,
             Err(e) => {
                 report.failed(&e, "cannot encode");
                 sleep_unless_stopped(&stop, RETRY);
@@ -162,7 +162,6 @@ fn camera_thread(config: crate::config::VideoSection, tx: mpsc::Sender<DeviceEve
         if tx.blocking_send(DeviceEvent::Up(Device::Camera, feed.clone())).is_err() {
             return;
         }
-        let mut encoding = false;
         let lost = loop {
             if stop.load(Ordering::Relaxed) {
                 return;
@@ -171,29 +170,8 @@ fn camera_thread(config: crate::config::VideoSection, tx: mpsc::Sender<DeviceEve
                 Ok(f) => f,
                 Err(e) => break e,
             };
-            // Nobody watching: capture on (the device keeps its buffers moving), encode off.
-            if feed.subscribers() == 0 {
-                encoding = false;
-                feed.take_keyframe_request();
-                continue;
-            }
-            let keyframe = feed.take_keyframe_request() || !encoding;
-            encoding = true;
-            let sample = match &frame.data {
-                VideoData::I420(pixels) => encoder.encode(&frame, pixels, keyframe),
-                VideoData::H264(au) => {
-                    if keyframe {
-                        source.request_keyframe();
-                    }
-                    Ok(Some(keks_client::MediaSample {
-                        data: au.clone().into(),
-                        duration: Duration::from_secs(1) / mode.fps.max(1),
-                        keyframe: frame.keyframe,
-                        captured: frame.captured,
-                    }))
-                }
-            };
-            match sample {
+            let watched = feed.subscribers() > 0;
+            match pipeline.process(source.as_mut(), frame, watched, feed.take_keyframe_request()) {
                 Ok(Some(s)) => feed.write(s),
                 Ok(None) => {}
                 Err(e) => break DeviceError::Format(e.to_string()),
@@ -203,6 +181,80 @@ fn camera_thread(config: crate::config::VideoSection, tx: mpsc::Sender<DeviceEve
         if !report.lost(&lost, &tx, &stop) {
             return;
         }
+    }
+}
+
+/// What the camera thread does with each frame: raw pictures are encoded (an IDR when a
+/// receiver asks), H.264 from the camera is passed through (a request goes to the camera, whose
+/// next IDR then comes with SPS and PPS, see [`crate::convert::H264Passthrough`]).
+///
+/// RTP timestamps follow the capture clock: each sample lasts from the previous frame's capture
+/// to its own, so frames a busy machine skipped, or a camera that slows down in the dark, do
+/// not leave the receiver's clock behind real time (which makes it hold frames back).
+#[derive(Debug)]
+pub struct CameraPipeline {
+    encoder: H264Encoder,
+    /// The mode's frame period: the first sample's duration.
+    period: Duration,
+    /// When the previous sample sent was captured; `None` while nobody watches.
+    last_captured: Option<Instant>,
+}
+
+/// Longest gap a sample may span in RTP time: a camera that stalled longer starts afresh.
+const MAX_SAMPLE_GAP: Duration = Duration::from_secs(1);
+
+impl CameraPipeline {
+    /// For frames of `mode`; `bitrate_kbps` and `keyframe_interval` are the encoder's.
+    pub fn new(mode: VideoMode, bitrate_kbps: u32, keyframe_interval: Duration) -> Result<Self, EncodeError> {
+        Ok(Self {
+            encoder: H264Encoder::new(mode, bitrate_kbps, keyframe_interval)?,
+            period: Duration::from_secs(1) / mode.fps.max(1),
+            last_captured: None,
+        })
+    }
+
+    /// Takes one frame from `source`. `watched`: someone receives the track (else nothing is
+    /// encoded, but the camera is still read so its buffers keep moving). `keyframe_wanted`:
+    /// a receiver asked for a keyframe since the previous frame. Returns the sample to send.
+    pub fn process(
+        &mut self,
+        source: &mut dyn VideoSource,
+        frame: VideoFrame,
+        watched: bool,
+        keyframe_wanted: bool,
+    ) -> Result<Option<MediaSample>, EncodeError> {
+        if !watched {
+            self.last_captured = None;
+            return Ok(None);
+        }
+        // The first frame for a new audience starts with a keyframe too.
+        let keyframe = keyframe_wanted || self.last_captured.is_none();
+        let sample = match frame.data {
+            VideoData::I420(ref pixels) => self.encoder.encode(&frame, pixels, keyframe)?,
+            VideoData::H264(au) => {
+                if keyframe {
+                    source.request_keyframe();
+                }
+                Some(MediaSample {
+                    data: au.into(),
+                    duration: self.period,
+                    keyframe: frame.keyframe,
+                    captured: frame.captured,
+                })
+            }
+        };
+        let Some(sample) = sample else {
+            return Ok(None);
+        };
+        // Since the previous sample sent (a frame the encoder skipped is part of the gap).
+        let duration = match self.last_captured.replace(sample.captured) {
+            Some(last) => sample
+                .captured
+                .saturating_duration_since(last)
+                .clamp(Duration::from_millis(1), MAX_SAMPLE_GAP),
+            None => self.period,
+        };
+        Ok(Some(MediaSample { duration, ..sample }))
     }
 }
 

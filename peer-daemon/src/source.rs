@@ -11,7 +11,7 @@ use serde::Deserialize;
 
 use crate::alsa_capture::AlsaCapture;
 use crate::denoise::Processed;
-use crate::synthetic::{SyntheticAudio, SyntheticVideo};
+use crate::synthetic::{SyntheticAudio, SyntheticH264, SyntheticVideo};
 use crate::v4l2::{CameraRequest, PixelFormat, V4l2Camera};
 
 /// Samples per audio frame: 10 ms at 48 kHz (RNNoise's frame size).
@@ -155,7 +155,18 @@ pub fn open_video(config: &VideoConfig) -> Result<Box<dyn VideoSource>, DeviceEr
         fps: config.fps,
     };
     if config.device == SYNTHETIC {
-        return Ok(Box::new(SyntheticVideo::new(mode)?));
+        // format = "h264": the pattern as an H.264 camera sends it, for the passthrough path.
+        return match PixelFormat::parse(&config.format)? {
+            None | Some(PixelFormat::I420) => Ok(Box::new(SyntheticVideo::new(mode)?)),
+            Some(PixelFormat::H264) if config.h264_passthrough => Ok(Box::new(SyntheticH264::pattern(mode)?)),
+            Some(PixelFormat::H264) => Err(DeviceError::Format(
+                "format = \"h264\" needs h264_passthrough = true".into(),
+            )),
+            Some(_) => Err(DeviceError::Format(format!(
+                "the synthetic camera sends i420, or h264 like a camera that encodes, not {:?}",
+                config.format
+            ))),
+        };
     }
     let request = CameraRequest {
         device: (!config.device.is_empty()).then(|| config.device.clone().into()),

@@ -1,13 +1,16 @@
 //! Synthetic sources: a moving test pattern with a clock, and a tone with noise.
 //!
 //! They stand in for a camera and a microphone in CI and demos, behind the same traits as V4L2
-//! and ALSA. Both are paced in real time from a fixed start instant (frame `n` is due at
+//! and ALSA. [`SyntheticH264`] is the pattern as a camera that encodes H.264 itself would
+//! deliver it, for the passthrough path. Both are paced in real time from a fixed start instant (frame `n` is due at
 //! `start + n * period`), so a slow consumer never makes them burst: a source that fell behind by
 //! more than one period skips ahead instead of catching up.
 
 use std::f32::consts::TAU;
 use std::time::{Duration, Instant};
 
+use crate::convert::{H264Passthrough, nal_units};
+use crate::encode::H264Encoder;
 use crate::source::{AUDIO_FRAME, AUDIO_RATE, AudioSource, DeviceError, VideoData, VideoFrame, VideoMode, VideoSource};
 
 /// Smallest and largest synthetic picture: a Pi encodes 1080p at most, and H.264 wants even sizes.
@@ -66,6 +69,138 @@ impl VideoSource for SyntheticVideo {
             captured: Instant::now(),
             keyframe: true,
         })
+    }
+}
+
+/// A camera that encodes H.264 itself, as UVC H.264 cameras do: the frames of an I420 source
+/// (the test pattern) encoded with openh264, an IDR every `gop` frames, and SPS and PPS only
+/// before the first IDR (many cameras send them once per stream, so the daemon must put them
+/// before later keyframes itself). With `forced_keyframes` a keyframe request makes the next
+/// frame an IDR, like V4L2's FORCE_KEY_FRAME control; cameras without the control ignore
+/// requests, and so does this one without it. The camera's stream goes through the same
+/// [`H264Passthrough`] as a V4L2 camera's.
+pub struct SyntheticH264 {
+    raw: Box<dyn VideoSource>,
+    encoder: H264Encoder,
+    passthrough: H264Passthrough,
+    gop: u32,
+    /// Frames since the camera's last IDR; `None` before the first.
+    since_idr: Option<u32>,
+    forced_keyframes: bool,
+    /// A request taken by [`VideoSource::request_keyframe`], for the next frame.
+    keyframe_requested: bool,
+}
+
+impl std::fmt::Debug for SyntheticH264 {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SyntheticH264")
+            .field("mode", &self.raw.mode())
+            .field("gop", &self.gop)
+            .field("forced_keyframes", &self.forced_keyframes)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The synthetic H.264 camera's bitrate and IDR period when opened from the config.
+const SYNTHETIC_H264_KBPS: u32 = 1000;
+const SYNTHETIC_H264_GOP_S: u32 = 5;
+
+impl SyntheticH264 {
+    /// The camera over `raw`'s I420 frames, an IDR every `gop` frames (at least 1).
+    pub fn new(
+        raw: Box<dyn VideoSource>,
+        bitrate_kbps: u32,
+        gop: u32,
+        forced_keyframes: bool,
+    ) -> Result<Self, DeviceError> {
+        // The camera decides when IDRs come; openh264's own period is set out of the way.
+        let encoder = H264Encoder::new(raw.mode(), bitrate_kbps, Duration::from_secs(3600))
+            .map_err(|e| DeviceError::Io(format!("synthetic H.264 camera: {e}")))?;
+        Ok(Self {
+            raw,
+            encoder,
+            passthrough: H264Passthrough::default(),
+            gop: gop.max(1),
+            since_idr: None,
+            forced_keyframes,
+            keyframe_requested: false,
+        })
+    }
+
+    /// The test pattern in `mode` as an H.264 camera with an IDR every 5 s that honours
+    /// keyframe requests (`device = "synthetic"`, `format = "h264"` in the config).
+    pub fn pattern(mode: VideoMode) -> Result<Self, DeviceError> {
+        let raw = SyntheticVideo::new(mode)?;
+        Self::new(
+            Box::new(raw),
+            SYNTHETIC_H264_KBPS,
+            SYNTHETIC_H264_GOP_S * mode.fps,
+            true,
+        )
+    }
+
+    /// The next access unit as the camera sends it, and whether it holds an IDR.
+    fn camera_frame(&mut self) -> Result<(VideoFrame, Vec<u8>, bool), DeviceError> {
+        loop {
+            let frame = self.raw.next_frame()?;
+            let VideoData::I420(pixels) = &frame.data else {
+                return Err(DeviceError::Format(
+                    "the synthetic H.264 camera needs I420 frames".into(),
+                ));
+            };
+            let requested = std::mem::take(&mut self.keyframe_requested);
+            let idr_due = requested || self.since_idr.is_none_or(|n| n + 1 >= self.gop);
+            let Some(sample) = self
+                .encoder
+                .encode(&frame, pixels, idr_due)
+                .map_err(|e| DeviceError::Io(format!("synthetic H.264 camera: {e}")))?
+            else {
+                continue;
+            };
+            let first = self.since_idr.is_none();
+            self.since_idr = match (sample.keyframe, self.since_idr) {
+                (true, _) => Some(0),
+                (false, n) => n.map(|n| n.saturating_add(1)),
+            };
+            let au = if sample.keyframe && !first {
+                without_parameter_sets(&sample.data)
+            } else {
+                sample.data.to_vec()
+            };
+            return Ok((frame, au, sample.keyframe));
+        }
+    }
+}
+
+/// An Annex-B access unit without its SPS and PPS units.
+fn without_parameter_sets(au: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(au.len());
+    for nal in nal_units(au).filter(|n| !matches!(n[0] & 0x1f, 7 | 8)) {
+        out.extend_from_slice(&[0, 0, 0, 1]);
+        out.extend_from_slice(nal);
+    }
+    out
+}
+
+impl VideoSource for SyntheticH264 {
+    fn mode(&self) -> VideoMode {
+        self.raw.mode()
+    }
+
+    fn next_frame(&mut self) -> Result<VideoFrame, DeviceError> {
+        let (frame, au, _) = self.camera_frame()?;
+        let (au, keyframe) = self.passthrough.process(&au)?;
+        Ok(VideoFrame {
+            data: VideoData::H264(au),
+            keyframe,
+            ..frame
+        })
+    }
+
+    fn request_keyframe(&mut self) {
+        if self.forced_keyframes {
+            self.keyframe_requested = true;
+        }
     }
 }
 
@@ -336,6 +471,77 @@ mod tests {
         let band = 320 * (9 * 4);
         assert_ne!(a[..band], b[..band]);
         assert_eq!(a[band..320 * 240], b[band..320 * 240]);
+    }
+
+    /// The pattern without pacing, for tests that should not wait.
+    struct Unpaced(VideoMode, u64);
+
+    impl VideoSource for Unpaced {
+        fn mode(&self) -> VideoMode {
+            self.0
+        }
+
+        fn next_frame(&mut self) -> Result<VideoFrame, DeviceError> {
+            self.1 += 1;
+            Ok(VideoFrame {
+                width: self.0.width,
+                height: self.0.height,
+                data: VideoData::I420(render_pattern(
+                    self.0.width,
+                    self.0.height,
+                    self.1,
+                    Duration::from_millis(self.1 * 33),
+                )),
+                captured: Instant::now(),
+                keyframe: true,
+            })
+        }
+    }
+
+    fn nal_types(au: &[u8]) -> Vec<u8> {
+        nal_units(au).map(|n| n[0] & 0x1f).collect()
+    }
+
+    #[test]
+    fn the_h264_camera_sends_parameter_sets_once_and_the_passthrough_puts_them_back() {
+        let mode = VideoMode {
+            width: 64,
+            height: 48,
+            fps: 30,
+        };
+        let mut camera = SyntheticH264::new(Box::new(Unpaced(mode, 0)), 200, 5, true).expect("camera");
+        // The camera itself: SPS and PPS before the first IDR only, an IDR every 5 frames.
+        let mut raw = Vec::new();
+        for _ in 0..11 {
+            let (_, au, idr) = camera.camera_frame().expect("frame");
+            raw.push((nal_types(&au), idr));
+        }
+        let idrs: Vec<usize> = raw
+            .iter()
+            .enumerate()
+            .filter(|(_, (_, idr))| *idr)
+            .map(|(i, _)| i)
+            .collect();
+        assert_eq!(idrs, [0, 5, 10], "{raw:?}");
+        assert_eq!(&raw[0].0[..2], &[7, 8], "{raw:?}");
+        assert!(raw[5].0.iter().all(|&t| t != 7 && t != 8), "{raw:?}");
+        // Through the passthrough (what the daemon gets; a new camera, so the passthrough sees
+        // the first SPS and PPS): every keyframe starts with them.
+        let mut camera = SyntheticH264::new(Box::new(Unpaced(mode, 0)), 200, 5, true).expect("camera");
+        let mut keyframes = 0;
+        for _ in 0..10 {
+            let f = camera.next_frame().expect("frame");
+            let VideoData::H264(au) = &f.data else {
+                panic!("H.264 expected")
+            };
+            let types = nal_types(au);
+            assert_eq!(f.keyframe, types.contains(&5), "{types:?}");
+            if f.keyframe {
+                keyframes += 1;
+                assert_eq!(&types[..2], &[7, 8], "{types:?}");
+            }
+        }
+        assert_eq!(keyframes, 2);
     }
 
     #[test]

@@ -13,8 +13,14 @@
 //! ```
 //!
 //! Resources flow only on request (docs/PROTOCOL.md): a file we provide gets one data channel,
-//! labelled with its id, per member that requests it; a data channel a member opens to us
-//! is accepted only when its label is a file we requested from that member.
+//! labelled with its id, per member that requests it (a port one per connection); a data
+//! channel a member opens to us is accepted only when its label is a file or port we
+//! requested from that member. Who requested what is keks-proto's bookkeeping alone:
+//! [`RemoteResources`] (what we requested, what arrived, what ended) and [`LocalResources`]
+//! (who receives each of ours, and the teardowns of a `request_stop`, a `provide_stop` or a
+//! departure). Beside them the task keeps only runtime handles, keyed the same way
+//! ([`TransferKey`]): sources, sinks, abort handles, the upload queue, forwarded connections
+//! waiting for their channel.
 
 use std::collections::{HashMap, VecDeque};
 use std::net::{IpAddr, SocketAddr};
@@ -28,6 +34,7 @@ use keks_proto::packets::{
     ChatMessage, ClientId, ClientboundPacket, IceCandidate, ProvideInfo, RelayMessage, ResourceId, ResourceKind,
     ServerboundPacket,
 };
+use keks_proto::resources::{Incoming, LocalResources, MAX_WAITING_CHANNELS, RemoteResources, ResourceError, Teardown};
 use keks_proto::session::{Event, Output, Session};
 use tokio::io::AsyncWrite;
 use tokio::sync::{mpsc, oneshot};
@@ -57,8 +64,6 @@ pub const SEND_WINDOW: usize = keks_proto::file::HIGH_WATERMARK;
 pub(crate) const NOT_OPENED: &str = "the data channel closed before it opened";
 /// Requests one member may have waiting for a channel.
 const MAX_QUEUED_UPLOADS: usize = 4096;
-/// Forwarded connections waiting for their channel, per port resource.
-const MAX_WAITING_STREAMS: usize = 64;
 /// Bridged connections at once, in and out, in one room.
 const MAX_STREAMS: usize = 256;
 /// Commands waiting for the room task.
@@ -217,6 +222,9 @@ pub enum RoomError {
     /// The member or resource does not exist.
     #[error("{0}")]
     Unknown(String),
+    /// The resource bookkeeping refused (already requested, too many connections waiting...).
+    #[error(transparent)]
+    Resource(#[from] ResourceError),
 }
 
 /// Where a provided resource's bytes come from.
@@ -427,12 +435,6 @@ struct Peer {
     negotiator: Negotiator,
 }
 
-/// A file we provide.
-struct Provided {
-    source: Source,
-    size: Option<u64>,
-}
-
 /// A download we asked for and whose channel has not arrived yet, or is running.
 enum Download {
     Waiting(Sink),
@@ -445,7 +447,13 @@ struct Task {
     signaling: Signaling,
     ice_servers: Vec<IceServer>,
     peers: HashMap<ClientId, Peer>,
-    provided: HashMap<ResourceId, Provided>,
+    /// The resources others provide and where each we requested stands: the only record of
+    /// what we asked for; a channel it refuses is closed.
+    remote: RemoteResources,
+    /// Our resources and who receives each: the only record of what we send to whom.
+    local: LocalResources,
+    /// Where the bytes of each file or port of ours come from (tracks are in `tracks`).
+    sources: HashMap<ResourceId, Source>,
     uploads: HashMap<TransferKey, AbortHandle>,
     downloads: HashMap<TransferKey, Download>,
     events: mpsc::Sender<RoomEvent>,
@@ -485,7 +493,9 @@ async fn run(
         signaling,
         ice_servers: Vec::new(),
         peers: HashMap::new(),
-        provided: HashMap::new(),
+        remote: RemoteResources::new(),
+        local: LocalResources::new(),
+        sources: HashMap::new(),
         uploads: HashMap::new(),
         downloads: HashMap::new(),
         events,
@@ -589,35 +599,32 @@ impl Task {
             Event::Joined { id } => self.emit(RoomEvent::Joined(id)).await,
             Event::Identified { id, username } => self.emit(RoomEvent::Identified { id, username }).await,
             Event::Left { id, .. } => {
+                self.remote.member_left(id);
+                self.local.member_left(id);
                 self.drop_peer(id, "the member left", true).await;
                 self.emit(RoomEvent::Left(id)).await;
             }
-            Event::Provided { from, info } => self.emit(RoomEvent::Provided { from, info }).await,
-            Event::ProvideUpdated { from, info } => self.emit(RoomEvent::ProvideUpdated { from, info }).await,
+            Event::Provided { from, info } => {
+                self.remember(from, &info);
+                self.emit(RoomEvent::Provided { from, info }).await;
+            }
+            Event::ProvideUpdated { from, info } => {
+                self.remember(from, &info);
+                self.emit(RoomEvent::ProvideUpdated { from, info }).await;
+            }
             Event::ProvideStopped { from, id } => {
-                // A running download finishes or fails on its channel: the sender withdraws a
-                // file right after sending it, while its last bytes are still on the way.
-                let key = TransferKey {
-                    peer: from,
-                    id: id.clone(),
-                };
-                if let Some(Download::Waiting(_)) = self.downloads.get(&key) {
-                    self.downloads.remove(&key);
-                    self.emit(RoomEvent::Download(
-                        key,
-                        Progress::Failed("the member stopped providing it".into()),
-                    ))
-                    .await;
+                // A download whose channel arrived is not torn down: it finishes or fails on
+                // its channel (keks-proto's rule: the sender withdraws a file right after
+                // sending it, while its last bytes are still on the way).
+                if let Some(teardown) = self.remote.provide_stopped(from, &id) {
+                    self.stop_remote(teardown, "the member stopped providing it").await;
                 }
                 self.emit(RoomEvent::ProvideStopped { from, id }).await;
             }
             Event::Requested { from, id } => self.on_requested(from, id).await,
             Event::RequestStopped { from, id } => {
-                self.tracks.detach(from, &id).await;
-                let key = TransferKey { peer: from, id };
-                self.abort_streams(|k| k.transfer == key);
-                if let Some(h) = self.uploads.remove(&key) {
-                    h.abort();
+                if let Some(teardown) = self.local.request_stopped(from, &id) {
+                    self.stop_local(teardown, "the member stopped the transfer").await;
                 }
             }
             Event::Chat { from, message } => self.emit(RoomEvent::Chat { from, message }).await,
@@ -633,57 +640,74 @@ impl Task {
     async fn on_command(&mut self, command: Command) {
         match command {
             Command::Provide { info, source, reply } => {
-                let size = info.size;
-                let id = info.id.clone();
-                let result = match self.session.provide(info) {
-                    Ok(packet) => {
-                        self.send(packet).await;
-                        self.provided.insert(id, Provided { source, size });
-                        Ok(())
-                    }
-                    Err(e) => Err(e.into()),
+                let fits = matches!(
+                    (&source, info.kind),
+                    (Source::Path(_), ResourceKind::File) | (Source::Port(_), ResourceKind::Port)
+                );
+                let result = if fits {
+                    let id = info.id.clone();
+                    self.provide(info).await.map(|()| {
+                        self.sources.insert(id, source);
+                    })
+                } else {
+                    Err(RoomError::Unknown(format!(
+                        "{} must be a file resource for a path, a port resource for a port",
+                        info.id
+                    )))
                 };
                 let _ = reply.send(result);
             }
             Command::StopProviding(id) => {
-                self.tracks.remove(&id).await;
-                self.provided.remove(&id);
-                self.abort_streams(|k| k.transfer.id == id);
-                let stopping: Vec<TransferKey> = self.uploads.keys().filter(|k| k.id == id).cloned().collect();
-                for key in stopping {
-                    if let Some(h) = self.uploads.remove(&key) {
-                        h.abort();
+                match self.local.remove(&id) {
+                    Ok(teardowns) => {
+                        for teardown in teardowns {
+                            self.stop_local(teardown, "it is no longer provided").await;
+                        }
                     }
+                    Err(e) => log::warn!("cannot stop providing {id}: {e}"),
                 }
+                self.tracks.remove(&id).await;
+                self.sources.remove(&id);
                 match self.session.provide_stop(&id) {
                     Ok(packet) => self.send(packet).await,
                     Err(e) => log::warn!("cannot stop providing {id}: {e}"),
                 }
             }
             Command::Download { key, sink, reply } => {
-                let known = self
-                    .session
-                    .members()
-                    .get(&key.peer)
-                    .is_some_and(|m| m.resources.get(&key.id).is_some_and(|r| r.kind == ResourceKind::File));
-                if !known {
-                    let _ = reply.send(Err(RoomError::Unknown(format!(
+                let result = if self.remote_kind(&key) != Some(ResourceKind::File) {
+                    Err(RoomError::Unknown(format!(
                         "member {} offers no file {}",
                         key.peer, key.id
-                    ))));
-                    return;
-                }
-                self.downloads.insert(key.clone(), Download::Waiting(sink));
-                self.relay(key.peer, RelayMessage::Request { id: key.id.clone() }).await;
-                let _ = reply.send(Ok(()));
+                    )))
+                } else {
+                    match self.remote.request(key.peer, &key.id) {
+                        Ok(()) => {
+                            self.downloads.insert(key.clone(), Download::Waiting(sink));
+                            self.relay(key.peer, RelayMessage::Request { id: key.id.clone() }).await;
+                            Ok(())
+                        }
+                        Err(e) => Err(e.into()),
+                    }
+                };
+                let _ = reply.send(result);
             }
-            Command::CancelDownload(key) => {
-                if let Some(Download::Running(h)) = self.downloads.remove(&key) {
-                    h.abort();
+            Command::CancelDownload(key) => match self.remote.request_stop(key.peer, &key.id) {
+                Ok(teardown) => {
+                    self.stop_remote(teardown, "cancelled").await;
+                    self.relay(key.peer, RelayMessage::RequestStop { id: key.id.clone() })
+                        .await;
                 }
-                self.relay(key.peer, RelayMessage::RequestStop { id: key.id.clone() })
-                    .await;
-            }
+                // Withdrawn or its member left while it runs: only the runtime half is left.
+                Err(e) => {
+                    log::debug!("cancelling {}: {e}", key.id);
+                    if let Some(Download::Running(h)) = self.downloads.remove(&key) {
+                        h.abort();
+                        self.emit(RoomEvent::Download(key.clone(), Progress::Failed("cancelled".into())))
+                            .await;
+                        self.reap(key.peer).await;
+                    }
+                }
+            },
             Command::ProvideTrack { info, feed, reply } => {
                 let result = if info.kind != ResourceKind::Track || info.track_kind != Some(feed.codec().track_kind()) {
                     Err(RoomError::Unknown(format!(
@@ -693,14 +717,7 @@ impl Task {
                     )))
                 } else {
                     let (id, label) = (info.id.clone(), info.label.clone().unwrap_or_default());
-                    match self.session.provide(info) {
-                        Ok(packet) => {
-                            self.send(packet).await;
-                            self.tracks.provide(id, feed, label);
-                            Ok(())
-                        }
-                        Err(e) => Err(e.into()),
-                    }
+                    self.provide(info).await.map(|()| self.tracks.provide(id, feed, label))
                 };
                 let _ = reply.send(result);
             }
@@ -709,26 +726,30 @@ impl Task {
                 Err(e) => log::warn!("cannot send chat: {e}"),
             },
             Command::Forward { key, stream, reply } => {
-                let known = self
-                    .session
-                    .members()
-                    .get(&key.peer)
-                    .is_some_and(|m| m.resources.get(&key.id).is_some_and(|r| r.kind == ResourceKind::Port));
-                let waiting = self.waiting_streams.get(&key).map_or(0, VecDeque::len);
-                let result = if !known {
+                let too_many = || {
+                    RoomError::Unknown(format!(
+                        "too many connections to {} at once (at most {MAX_STREAMS}, {MAX_WAITING_CHANNELS} waiting)",
+                        key.id
+                    ))
+                };
+                let result = if self.remote_kind(&key) != Some(ResourceKind::Port) {
                     Err(RoomError::Unknown(format!(
                         "member {} exposes no port {}",
                         key.peer, key.id
                     )))
-                } else if waiting >= MAX_WAITING_STREAMS || self.streams.len() >= MAX_STREAMS {
-                    Err(RoomError::Unknown(format!(
-                        "too many connections to {} at once (at most {MAX_STREAMS}, {MAX_WAITING_STREAMS} waiting)",
-                        key.id
-                    )))
+                } else if self.streams.len() >= MAX_STREAMS {
+                    Err(too_many())
                 } else {
-                    self.waiting_streams.entry(key.clone()).or_default().push_back(stream.0);
-                    self.relay(key.peer, RelayMessage::Request { id: key.id.clone() }).await;
-                    Ok(())
+                    // Each connection is one more request, and one more channel to wait for.
+                    match self.remote.request(key.peer, &key.id) {
+                        Ok(()) => {
+                            self.waiting_streams.entry(key.clone()).or_default().push_back(stream.0);
+                            self.relay(key.peer, RelayMessage::Request { id: key.id.clone() }).await;
+                            Ok(())
+                        }
+                        Err(ResourceError::TooManyWaiting(_)) => Err(too_many()),
+                        Err(e) => Err(e.into()),
+                    }
                 };
                 let _ = reply.send(result);
             }
@@ -756,9 +777,10 @@ impl Task {
             }
             Internal::DataChannel(peer, dc) => self.on_data_channel(peer, dc).await,
             Internal::Upload(key, progress) => {
-                if matches!(progress, Progress::Done(_) | Progress::Failed(_)) {
-                    self.uploads.remove(&key);
+                // An upload torn down meanwhile (its handle is gone) was accounted for then.
+                if matches!(progress, Progress::Done(_) | Progress::Failed(_)) && self.uploads.remove(&key).is_some() {
                     self.finishing.remove(&key);
+                    self.local.ended(key.peer, &key.id);
                 }
                 let peer = key.peer;
                 if self.opening.get(&peer) == Some(&key) && matches!(progress, Progress::Done(_) | Progress::Failed(_))
@@ -778,8 +800,13 @@ impl Task {
                 {
                     self.opening.remove(&peer);
                 }
-                if ended {
-                    self.streams.remove(&key);
+                if ended && self.streams.remove(&key).is_some() {
+                    let TransferKey { peer, id } = &key.transfer;
+                    if outgoing {
+                        self.local.ended(*peer, id);
+                    } else if let Err(e) = self.remote.ended(*peer, id) {
+                        log::debug!("a connection to {id} ended: {e}");
+                    }
                 }
                 self.emit(RoomEvent::Stream {
                     key,
@@ -796,8 +823,11 @@ impl Task {
             }
             Internal::Download(key, progress) => {
                 let ended = matches!(progress, Progress::Done(_) | Progress::Failed(_));
-                if ended {
-                    self.downloads.remove(&key);
+                if ended && self.downloads.remove(&key).is_some() {
+                    // Unknown when the member withdrew the file or left while it arrived.
+                    if let Err(e) = self.remote.ended(key.peer, &key.id) {
+                        log::debug!("download of {} ended: {e}", key.id);
+                    }
                 }
                 let peer = key.peer;
                 self.emit(RoomEvent::Download(key, progress)).await;
@@ -809,50 +839,141 @@ impl Task {
     }
 
     async fn on_requested(&mut self, from: ClientId, id: ResourceId) {
-        if self.tracks.is_track(&id) {
-            let Some(pc) = self.peer(from).await.map(|p| p.pc.clone()) else {
-                return;
-            };
-            if let Err(e) = self.tracks.attach(from, pc, &id).await {
-                log::warn!("cannot send {id} to {from}: {e}");
-            }
-            return;
-        }
-        let Some(provided) = self.provided.get(&id) else {
+        let Some(kind) = self.local.get(&id).map(|info| info.kind) else {
             log::debug!("member {from} requested {id}, which is not a resource we provide");
             return;
         };
-        let port = matches!(provided.source, Source::Port(_));
-        let key = TransferKey { peer: from, id };
-        if port && self.streams.len() >= MAX_STREAMS {
-            log::warn!(
-                "member {from} opened more than {MAX_STREAMS} connections to {}; refusing one",
-                key.id
-            );
+        // The caps are checked before the bookkeeping, so a refused request leaves no trace.
+        if kind == ResourceKind::Port && self.streams.len() >= MAX_STREAMS {
+            log::warn!("member {from} opened more than {MAX_STREAMS} connections to {id}; refusing one");
             return;
         }
-        // Each request of a port is another connection; a file is sent once at a time.
-        if !port
-            && (self.uploads.contains_key(&key) || self.queued_uploads.get(&from).is_some_and(|q| q.contains(&key)))
+        if kind != ResourceKind::Track && self.queued_uploads.get(&from).map_or(0, VecDeque::len) >= MAX_QUEUED_UPLOADS
         {
-            log::debug!("member {from} requested {} again while it is being sent", key.id);
+            log::warn!("member {from} requested more than {MAX_QUEUED_UPLOADS} files at once; ignoring {id}");
             return;
         }
-        if !port {
-            self.emit(RoomEvent::Requested(key.clone())).await;
-        }
-        // One upload at a time per member: the files share one SCTP association, so one
-        // after the other brings the first file sooner at the same total rate.
-        let queue = self.queued_uploads.entry(from).or_default();
-        if queue.len() >= MAX_QUEUED_UPLOADS {
-            log::warn!(
-                "member {from} requested more than {MAX_QUEUED_UPLOADS} files at once; ignoring {}",
-                key.id
-            );
+        // A file or track is sent once at a time per member; each request of a port is
+        // another connection.
+        if let Err(e) = self.local.requested(from, &id) {
+            log::debug!("member {from} requested {id}: {e}");
             return;
         }
-        queue.push_back(key);
-        self.open_next_upload(from).await;
+        let key = TransferKey { peer: from, id };
+        match kind {
+            ResourceKind::Track => {
+                let attached = if !self.tracks.is_track(&key.id) {
+                    Err("it has no feed".to_owned())
+                } else if let Some(pc) = self.peer(from).await.map(|p| p.pc.clone()) {
+                    self.tracks.attach(from, pc, &key.id).await.map_err(|e| e.to_string())
+                } else {
+                    Err("no connection to the member".to_owned())
+                };
+                if let Err(e) = attached {
+                    log::warn!("cannot send {} to {from}: {e}", key.id);
+                    self.local.ended(from, &key.id);
+                }
+            }
+            ResourceKind::File | ResourceKind::Port => {
+                if kind == ResourceKind::File {
+                    self.emit(RoomEvent::Requested(key.clone())).await;
+                }
+                // One upload at a time per member: the files share one SCTP association, so one
+                // after the other brings the first file sooner at the same total rate.
+                self.queued_uploads.entry(from).or_default().push_back(key);
+                self.open_next_upload(from).await;
+            }
+            // LocalResources::add refuses unknown kinds, so none is ever requested.
+            ResourceKind::Unknown => {
+                self.local.ended(from, &key.id);
+            }
+        }
+    }
+
+    /// Announces one of our resources (after checking it is of a kind we can send).
+    async fn provide(&mut self, info: ProvideInfo) -> Result<(), RoomError> {
+        if info.kind == ResourceKind::Unknown {
+            return Err(ResourceError::UnknownKind(info.id).into());
+        }
+        // The session refuses a reused id before anything is recorded; the bookkeeping then
+        // cannot refuse it either.
+        let packet = self.session.provide(info.clone())?;
+        self.local.add(info)?;
+        self.send(packet).await;
+        Ok(())
+    }
+
+    /// Records a member's `provide` (new or updated) in the bookkeeping.
+    fn remember(&mut self, from: ClientId, info: &ProvideInfo) {
+        if let Err(e) = self.remote.provided(from, info.clone()) {
+            log::warn!("member {from} provides {}: {e}", info.id);
+        }
+    }
+
+    /// The kind of a resource a member provides, if it does.
+    fn remote_kind(&self, key: &TransferKey) -> Option<ResourceKind> {
+        self.remote.get(key.peer, &key.id).map(|r| r.info.kind)
+    }
+
+    /// Stops sending one of our resources to one member: the track is removed, the upload or
+    /// the port's connections are aborted (queued ones dropped), and the member's next upload
+    /// may open.
+    async fn stop_local(&mut self, teardown: Teardown, why: &str) {
+        let Teardown { peer, id, kind } = teardown;
+        let key = TransferKey { peer, id };
+        match kind {
+            ResourceKind::Track => self.tracks.detach(peer, &key.id).await,
+            ResourceKind::File | ResourceKind::Port => {
+                let queue = self.queued_uploads.entry(peer).or_default();
+                let queued = queue.len();
+                queue.retain(|k| *k != key);
+                let was_queued = queue.len() < queued;
+                if self.opening.get(&peer) == Some(&key) {
+                    self.opening.remove(&peer);
+                }
+                if kind == ResourceKind::Port {
+                    self.abort_streams(|k, outgoing| outgoing && k.transfer == key);
+                } else if let Some(h) = self.uploads.remove(&key) {
+                    h.abort();
+                    // Its `end` went out: the member has the file.
+                    let progress = match self.finishing.remove(&key) {
+                        Some(n) => Progress::Done(n),
+                        None => Progress::Failed(why.to_owned()),
+                    };
+                    self.emit(RoomEvent::Upload(key, progress)).await;
+                } else if was_queued {
+                    self.emit(RoomEvent::Upload(key, Progress::Failed(why.to_owned())))
+                        .await;
+                }
+                self.open_next_upload(peer).await;
+            }
+            ResourceKind::Unknown => {}
+        }
+    }
+
+    /// Stops receiving a member's resource: a download not started fails and a running one
+    /// is aborted; a port's waiting and open connections end.
+    async fn stop_remote(&mut self, teardown: Teardown, why: &str) {
+        let Teardown { peer, id, kind } = teardown;
+        let key = TransferKey { peer, id };
+        match kind {
+            ResourceKind::File => {
+                if let Some(d) = self.downloads.remove(&key) {
+                    if let Download::Running(h) = d {
+                        h.abort();
+                    }
+                    self.emit(RoomEvent::Download(key, Progress::Failed(why.to_owned())))
+                        .await;
+                    self.reap(peer).await;
+                }
+            }
+            ResourceKind::Port => {
+                self.waiting_streams.remove(&key);
+                self.abort_streams(|k, outgoing| !outgoing && k.transfer == key);
+            }
+            // We do not receive tracks; nothing runs for one.
+            ResourceKind::Track | ResourceKind::Unknown => {}
+        }
     }
 
     /// Opens the channel of the member's next queued upload unless one is still opening.
@@ -861,23 +982,27 @@ impl Task {
             let Some(key) = self.queued_uploads.get_mut(&peer).and_then(VecDeque::pop_front) else {
                 return;
             };
-            let Some(provided) = self.provided.get(&key.id) else {
+            // A withdrawn resource's requests left the queue with its teardowns.
+            let Some(source) = self.sources.get(&key.id).cloned() else {
+                self.local.ended(peer, &key.id);
                 continue;
             };
-            let source = provided.source.clone();
-            let size = provided.size;
+            let size = self.local.get(&key.id).and_then(|info| info.size);
             // Requests wait in the queue unbounded by MAX_STREAMS; the cap holds when they open.
             if matches!(source, Source::Port(_)) && self.streams.len() >= MAX_STREAMS {
                 log::warn!("more than {MAX_STREAMS} port connections at once; refusing one from {peer}");
+                self.local.ended(peer, &key.id);
                 continue;
             }
             let Some(pc) = self.peer(peer).await.map(|p| p.pc.clone()) else {
+                self.local.ended(peer, &key.id);
                 return;
             };
             let dc = match pc.create_data_channel(&key.id.0, None).await {
                 Ok(dc) => dc,
                 Err(e) => {
                     log::warn!("cannot open a data channel to {peer}: {e}");
+                    self.local.ended(peer, &key.id);
                     self.emit(RoomEvent::Upload(key, Progress::Failed(e.to_string()))).await;
                     continue;
                 }
@@ -913,37 +1038,43 @@ impl Task {
                 return;
             }
         };
-        let key = TransferKey {
-            peer,
-            id: ResourceId(label),
-        };
-        if let Some(stream) = self.waiting_streams.get_mut(&key).and_then(VecDeque::pop_front) {
-            if self.waiting_streams.get(&key).is_some_and(VecDeque::is_empty) {
-                self.waiting_streams.remove(&key);
-            }
-            let stream_key = self.stream_key(key);
-            let report = self.internal_tx.clone();
-            let handle = tokio::spawn(bridge(stream_key.clone(), dc, LocalEnd::Given(stream), report));
-            self.streams.insert(stream_key, (handle.abort_handle(), false));
-            return;
-        }
-        match self.downloads.remove(&key) {
-            Some(Download::Waiting(sink)) => {
-                let report = self.internal_tx.clone();
-                let handle = tokio::spawn(download(key.clone(), dc, sink, report));
-                self.downloads.insert(key, Download::Running(handle.abort_handle()));
-            }
-            other => {
-                if let Some(d) = other {
-                    self.downloads.insert(key.clone(), d);
-                }
-                log::warn!(
-                    "member {peer} opened a data channel {:?} nobody requested; closing it",
-                    key.id.0
-                );
+        let id = match self.remote.incoming_channel(peer, &label) {
+            Incoming::Accept(id) => id,
+            Incoming::Refuse(why) => {
+                log::warn!("member {peer} opened a data channel {label:?} nobody requested ({why}); closing it");
                 let _ = dc.close().await;
+                return;
             }
+        };
+        let key = TransferKey { peer, id };
+        let report = self.internal_tx.clone();
+        match self.remote_kind(&key) {
+            Some(ResourceKind::Port) => {
+                let waiting = self.waiting_streams.get_mut(&key).and_then(VecDeque::pop_front);
+                if self.waiting_streams.get(&key).is_some_and(VecDeque::is_empty) {
+                    self.waiting_streams.remove(&key);
+                }
+                if let Some(stream) = waiting {
+                    let stream_key = self.stream_key(key);
+                    let handle = tokio::spawn(bridge(stream_key.clone(), dc, LocalEnd::Given(stream), report));
+                    self.streams.insert(stream_key, (handle.abort_handle(), false));
+                    return;
+                }
+            }
+            Some(ResourceKind::File) => {
+                if let Some(Download::Waiting(sink)) = self.downloads.remove(&key) {
+                    let handle = tokio::spawn(download(key.clone(), dc, sink, report));
+                    self.downloads.insert(key, Download::Running(handle.abort_handle()));
+                    return;
+                }
+            }
+            _ => {}
         }
+        // Accepted, but nothing here waits for it (cannot happen: the bookkeeping and the
+        // handles change together). Close it and end it in the bookkeeping.
+        log::warn!("no transfer waits for the data channel {label:?} from {peer}; closing it");
+        let _ = self.remote.ended(peer, &key.id);
+        let _ = dc.close().await;
     }
 
     fn stream_key(&mut self, transfer: TransferKey) -> StreamKey {
@@ -954,10 +1085,11 @@ impl Task {
         }
     }
 
-    /// Aborts the bridged connections `which` selects (their channels close with them).
-    fn abort_streams(&mut self, which: impl Fn(&StreamKey) -> bool) {
-        self.streams.retain(|k, (h, _)| {
-            let stop = which(k);
+    /// Aborts the bridged connections `which` selects by key and whether each is to a port we
+    /// expose (their channels close with them).
+    fn abort_streams(&mut self, which: impl Fn(&StreamKey, bool) -> bool) {
+        self.streams.retain(|k, (h, outgoing)| {
+            let stop = which(k, *outgoing);
             if stop {
                 h.abort();
             }
@@ -1166,7 +1298,7 @@ impl Task {
         self.tracks.drop_peer(peer);
         self.queued_uploads.remove(&peer);
         self.opening.remove(&peer);
-        self.abort_streams(|k| k.transfer.peer == peer);
+        self.abort_streams(|k, _| k.transfer.peer == peer);
         self.waiting_streams.retain(|k, _| k.peer != peer);
         let uploads: Vec<TransferKey> = self.uploads.keys().filter(|k| k.peer == peer).cloned().collect();
         for key in uploads {

@@ -111,7 +111,9 @@ async fn upload_inner(
             Err(e) => return Err(format!("{} grew while it was being sent ({e})", path.display())),
         };
         for len in lengths {
-            dc.send(buf.split_to(len)).await.map_err(|e| format!("sending failed: {e}"))?;
+            dc.send(buf.split_to(len))
+                .await
+                .map_err(|e| format!("sending failed: {e}"))?;
         }
         let sent = sender.sent();
         if sent - last_report >= 1 << 20 {

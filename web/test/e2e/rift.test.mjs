@@ -154,7 +154,7 @@ test("a browser that hides its addresses behind .local names reaches rift", T, a
   try {
     await hiddenBrowserToRift();
   } catch (e) {
-    console.log(`# RETRY: the .local test failed once: ${String(e.message).split("\n")[0]}`);
+    console.log(`# RETRY: the .local test failed once: ${String(e.message).slice(0, 4000).replaceAll("\n", "\n# ")}`);
     await hiddenBrowserToRift();
   }
 });

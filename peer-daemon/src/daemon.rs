@@ -188,19 +188,30 @@ fn camera_thread(config: crate::config::VideoSection, tx: mpsc::Sender<DeviceEve
 /// receiver asks), H.264 from the camera is passed through (a request goes to the camera, whose
 /// next IDR then comes with SPS and PPS, see [`crate::convert::H264Passthrough`]).
 ///
-/// RTP timestamps follow the capture clock: each sample lasts from the previous frame's capture
-/// to its own, so frames a busy machine skipped, or a camera that slows down in the dark, do
-/// not leave the receiver's clock behind real time (which makes it hold frames back).
+/// RTP time advances by the mode's frame period per sample, which keeps it smooth however the
+/// capture times jitter; when it is more than half a period off the capture clock (frames a
+/// busy machine skipped, a camera that slows down in the dark), the next sample's timestamp is
+/// put back onto it. Otherwise the receiver's clock would fall behind for good, and it would
+/// take every later frame for a late one.
 #[derive(Debug)]
 pub struct CameraPipeline {
     encoder: H264Encoder,
-    /// The mode's frame period: the first sample's duration.
+    /// The mode's frame period: what a sample lasts in RTP time while on time.
     period: Duration,
-    /// When the previous sample sent was captured; `None` while nobody watches.
-    last_captured: Option<Instant>,
+    /// RTP time against capture time; `None` while nobody watches.
+    clock: Option<RtpClock>,
 }
 
-/// Longest gap a sample may span in RTP time: a camera that stalled longer starts afresh.
+/// Where a track's RTP time stands against the capture clock.
+#[derive(Debug, Clone, Copy)]
+struct RtpClock {
+    /// When the first sample sent was captured (RTP time 0).
+    origin: Instant,
+    /// The RTP time of the next sample: the durations handed out so far.
+    next: Duration,
+}
+
+/// Longest gap a sample may span in RTP time: a longer stall is caught up over several samples.
 const MAX_SAMPLE_GAP: Duration = Duration::from_secs(1);
 
 impl CameraPipeline {
@@ -209,7 +220,7 @@ impl CameraPipeline {
         Ok(Self {
             encoder: H264Encoder::new(mode, bitrate_kbps, keyframe_interval)?,
             period: Duration::from_secs(1) / mode.fps.max(1),
-            last_captured: None,
+            clock: None,
         })
     }
 
@@ -224,11 +235,11 @@ impl CameraPipeline {
         keyframe_wanted: bool,
     ) -> Result<Option<MediaSample>, EncodeError> {
         if !watched {
-            self.last_captured = None;
+            self.clock = None;
             return Ok(None);
         }
         // The first frame for a new audience starts with a keyframe too.
-        let keyframe = keyframe_wanted || self.last_captured.is_none();
+        let keyframe = keyframe_wanted || self.clock.is_none();
         let sample = match frame.data {
             VideoData::I420(ref pixels) => self.encoder.encode(&frame, pixels, keyframe)?,
             VideoData::H264(au) => {
@@ -246,14 +257,21 @@ impl CameraPipeline {
         let Some(sample) = sample else {
             return Ok(None);
         };
-        // Since the previous sample sent (a frame the encoder skipped is part of the gap).
-        let duration = match self.last_captured.replace(sample.captured) {
-            Some(last) => sample
-                .captured
-                .saturating_duration_since(last)
-                .clamp(Duration::from_millis(1), MAX_SAMPLE_GAP),
-            None => self.period,
+        let clock = self.clock.get_or_insert(RtpClock {
+            origin: sample.captured,
+            next: Duration::ZERO,
+        });
+        // This sample's RTP time is `clock.next`; where the capture clock puts it:
+        let captured = sample.captured.saturating_duration_since(clock.origin);
+        let duration = if captured.abs_diff(clock.next) > self.period / 2 {
+            // Off by more than half a frame: the next sample goes where it belongs.
+            (captured + self.period)
+                .saturating_sub(clock.next)
+                .clamp(Duration::from_millis(1), MAX_SAMPLE_GAP)
+        } else {
+            self.period
         };
+        clock.next += duration;
         Ok(Some(MediaSample { duration, ..sample }))
     }
 }

@@ -19,13 +19,18 @@ const MODE: VideoMode = VideoMode {
     fps: 30,
 };
 
-/// The test pattern at 30 fps on a simulated clock: no waiting, and capture times a real
-/// camera would give. From frame `stall.0` on, capture times are `stall.1` later (a camera or
-/// a machine that stalled).
+/// The test pattern on a simulated clock: no waiting; frame `n` is captured at `at(n)`.
 struct Pattern {
     index: u64,
     start: Instant,
-    stall: (u64, Duration),
+    at: fn(u64) -> Duration,
+}
+
+const PERIOD: Duration = Duration::from_nanos(1_000_000_000 / 30);
+
+/// A camera on time: every 33.3 ms.
+fn on_time(n: u64) -> Duration {
+    PERIOD * n as u32
 }
 
 impl VideoSource for Pattern {
@@ -34,10 +39,7 @@ impl VideoSource for Pattern {
     }
 
     fn next_frame(&mut self) -> Result<VideoFrame, DeviceError> {
-        let mut at = Duration::from_secs(1) / MODE.fps * self.index as u32;
-        if self.index >= self.stall.0 {
-            at += self.stall.1;
-        }
+        let at = (self.at)(self.index);
         self.index += 1;
         Ok(VideoFrame {
             width: MODE.width,
@@ -50,14 +52,14 @@ impl VideoSource for Pattern {
 }
 
 fn camera(gop: u32, forced_keyframes: bool) -> SyntheticH264 {
-    stalling_camera(gop, forced_keyframes, (u64::MAX, Duration::ZERO))
+    camera_at(gop, forced_keyframes, on_time)
 }
 
-fn stalling_camera(gop: u32, forced_keyframes: bool, stall: (u64, Duration)) -> SyntheticH264 {
+fn camera_at(gop: u32, forced_keyframes: bool, at: fn(u64) -> Duration) -> SyntheticH264 {
     let raw = Pattern {
         index: 0,
         start: Instant::now(),
-        stall,
+        at,
     };
     SyntheticH264::new(Box::new(raw), 500, gop, forced_keyframes).unwrap()
 }
@@ -159,27 +161,65 @@ fn a_camera_that_ignores_requests_gives_its_next_periodic_keyframe_with_sps_and_
     assert_eq!(decoded, from_key);
 }
 
+/// The RTP time of each sample sent (the durations of those before it), against the capture
+/// time of each, both from the first sample.
+fn rtp_and_capture_times(sent: &[Sent]) -> Vec<(Duration, Duration)> {
+    let mut rtp = Duration::ZERO;
+    sent.iter()
+        .map(|s| {
+            let t = (rtp, s.captured - sent[0].captured);
+            rtp += s.duration;
+            t
+        })
+        .collect()
+}
+
 #[test]
-fn sample_durations_follow_the_capture_clock_across_a_stall() {
-    // Frames every 33.3 ms, then 250 ms lost before frame 20 (frames a loaded machine skipped).
-    // Each sample spans the time since the one before (the first: the frame period), so the
-    // RTP clock keeps pace with the capture clock instead of falling 250 ms behind for good.
-    let mut cam = stalling_camera(30, true, (20, Duration::from_millis(250)));
-    let sent = run(&mut cam, 40, 5, &[5]);
-    let period = Duration::from_secs(1) / MODE.fps;
-    assert_eq!(sent[0].duration, period);
-    for w in sent.windows(2) {
-        assert_eq!(w[1].duration, w[1].captured - w[0].captured, "frame {}", w[1].frame);
+fn rtp_time_stays_smooth_under_jitter_and_follows_the_capture_clock_after_a_stall() {
+    // Capture times jittering by up to 10 ms (a busy machine): RTP time is the frame period
+    // per sample, as smooth as the camera is meant to be.
+    fn jittery(n: u64) -> Duration {
+        on_time(n) + Duration::from_millis([0, 10, 3, 7, 0, 9][n as usize % 6])
     }
-    let rtp: Duration = sent[..sent.len() - 1].iter().map(|s| s.duration).sum();
-    let last = sent.last().unwrap();
-    assert_eq!(
-        rtp,
-        last.captured - sent[0].captured,
-        "RTP time of the last frame = its capture time"
-    );
+    let sent = run(&mut camera_at(30, true, jittery), 40, 5, &[5]);
     assert!(
-        sent.iter().any(|s| s.duration >= Duration::from_millis(250)),
-        "the stall is in RTP time"
+        sent.iter().all(|s| s.duration == PERIOD),
+        "{:?}",
+        sent.iter().map(|s| s.duration).collect::<Vec<_>>()
     );
+
+    // 250 ms lost before frame 20 (frames a loaded machine skipped): the sample at 20 is late
+    // in RTP time, and from the next one on RTP time is capture time again (before this fix
+    // it stayed 250 ms behind for good).
+    fn stall(n: u64) -> Duration {
+        on_time(n)
+            + if n >= 20 {
+                Duration::from_millis(250)
+            } else {
+                Duration::ZERO
+            }
+    }
+    let sent = run(&mut camera_at(30, true, stall), 40, 5, &[5]);
+    let times = rtp_and_capture_times(&sent);
+    for (s, (rtp, captured)) in sent.iter().zip(&times) {
+        match s.frame {
+            20 => assert_eq!(*captured - *rtp, Duration::from_millis(250)),
+            _ => assert_eq!(rtp, captured, "frame {}", s.frame),
+        }
+    }
+
+    // A camera at half its mode's rate (low light): RTP time keeps pace with it, each sample at
+    // most a frame period early (the correction lands on the sample after); with a fixed period
+    // per sample it would be 29 periods (almost 1 s) behind after 30 frames.
+    fn half_rate(n: u64) -> Duration {
+        on_time(2 * n)
+    }
+    let sent = run(&mut camera_at(30, true, half_rate), 30, 0, &[0]);
+    for (s, (rtp, captured)) in sent.iter().zip(rtp_and_capture_times(&sent)) {
+        assert!(
+            captured.abs_diff(rtp) <= PERIOD,
+            "frame {}: RTP {rtp:?}, captured {captured:?}",
+            s.frame
+        );
+    }
 }

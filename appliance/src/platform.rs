@@ -40,7 +40,7 @@ pub fn init_logging() {
             j.with_extra_fields([("KEKSBOX_VERSION", env!("CARGO_PKG_VERSION"))])
                 .with_syslog_identifier("keksbox".to_owned())
         });
-        match journal.map(|j| j.install()) {
+        match journal.map(|j| log::set_boxed_logger(Box::new(QuietTurn { inner: j, level }))) {
             Ok(Ok(())) => {
                 log::set_max_level(level);
                 return;
@@ -49,7 +49,35 @@ pub fn init_logging() {
             Err(e) => eprintln!("keksbox: cannot connect to the journal ({e}); logging to stderr"),
         }
     }
-    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info,turn=warn")).init();
+}
+
+/// The journal logger without the `turn` crate's lines below warnings unless `RUST_LOG` asks
+/// for debug: it logs "No Permission or Channel exists" at info on every relayed call (a
+/// peer's checks arriving before its owner's permission, which is normal), and that noise
+/// would fill the size-capped journal of a box.
+struct QuietTurn<L> {
+    inner: L,
+    level: log::LevelFilter,
+}
+
+impl<L: log::Log> log::Log for QuietTurn<L> {
+    fn enabled(&self, metadata: &log::Metadata<'_>) -> bool {
+        let noise = metadata.target().starts_with("turn")
+            && metadata.level() > log::Level::Warn
+            && self.level < log::LevelFilter::Debug;
+        !noise && self.inner.enabled(metadata)
+    }
+
+    fn log(&self, record: &log::Record<'_>) {
+        if self.enabled(record.metadata()) {
+            self.inner.log(record);
+        }
+    }
+
+    fn flush(&self) {
+        self.inner.flush();
+    }
 }
 
 /// Where generated state (the TLS certificate) lives: `--state-dir`, else systemd's
@@ -331,6 +359,41 @@ mod tests {
     #![allow(clippy::unwrap_used)]
 
     use super::*;
+
+    #[test]
+    fn the_turn_crates_info_lines_stay_out_of_the_journal_unless_debugging() {
+        use log::Log as _;
+        #[derive(Default)]
+        struct Seen(std::sync::Mutex<Vec<String>>);
+        impl log::Log for Seen {
+            fn enabled(&self, _: &log::Metadata<'_>) -> bool {
+                true
+            }
+            fn log(&self, r: &log::Record<'_>) {
+                self.0.lock().unwrap().push(format!("{} {}", r.target(), r.level()));
+            }
+            fn flush(&self) {}
+        }
+        let lines = |level| {
+            let quiet = QuietTurn {
+                inner: Seen::default(),
+                level,
+            };
+            for (target, l) in [
+                ("turn::allocation", log::Level::Info),
+                ("turn::server", log::Level::Warn),
+                ("keksbox::turn", log::Level::Info),
+            ] {
+                quiet.log(&log::Record::builder().target(target).level(l).build());
+            }
+            quiet.inner.0.into_inner().unwrap()
+        };
+        assert_eq!(
+            lines(log::LevelFilter::Info),
+            ["turn::server WARN", "keksbox::turn INFO"]
+        );
+        assert_eq!(lines(log::LevelFilter::Debug).len(), 3);
+    }
 
     #[test]
     fn page_urls() {

@@ -39,8 +39,24 @@ function waitFor(ch: ChannelLike, ev: string): Promise<void> {
   });
 }
 
-/** Sends `blob` on `ch`; resolves when all was handed over and the channel closed. */
-export async function sendFile(ch: ChannelLike, blob: BlobLike, onProgress: (sent: number) => void): Promise<void> {
+/**
+ * How long a finished channel stays open for the receiver before the sender closes it. With
+ * the close right after the queue drained, a native receiver (the webrtc crate) now and then
+ * saw the close before the last 32 KiB and "end" (one run in about eight of a rift e2e test),
+ * and failed a complete transfer. A receiver that closes first ends the wait.
+ */
+export const CLOSE_GRACE_MS = 5000;
+
+/**
+ * Sends `blob` on `ch`; resolves when all was handed over (the close follows after
+ * `closeGrace` ms unless the receiver closes first).
+ */
+export async function sendFile(
+  ch: ChannelLike,
+  blob: BlobLike,
+  onProgress: (sent: number) => void,
+  closeGrace = CLOSE_GRACE_MS,
+): Promise<void> {
   ch.binaryType = "arraybuffer";
   ch.bufferedAmountLowThreshold = LOW_WATER;
   if (ch.readyState === "connecting") await waitFor(ch, "open");
@@ -60,7 +76,10 @@ export async function sendFile(ch: ChannelLike, blob: BlobLike, onProgress: (sen
   // Let the queue drain so closing cannot cut the tail off.
   if (ch.bufferedAmount > LOW_WATER) await waitFor(ch, "bufferedamountlow");
   while (ch.bufferedAmount > 0 && ch.readyState === "open") await new Promise((r) => setTimeout(r, 20));
-  ch.close();
+  const later = setTimeout(() => {
+    if (ch.readyState === "open") ch.close();
+  }, closeGrace);
+  ch.addEventListener("close", () => clearTimeout(later), { once: true });
 }
 
 /** Where received bytes go: a disk stream, a service worker stream, or memory. */

@@ -410,12 +410,23 @@ test("file transfer: ≤32 KiB chunks, end, close; receiver gets identical bytes
   const [a, b] = pair();
   const { s, sink } = memorySink();
   const got = receiveFile(b, sink, data.length, () => {});
-  await sendFile(a, new Blob([data]), () => {});
+  await sendFile(a, new Blob([data]), () => {}, 50);
   assert.equal(await got, true);
   assert.ok(s.closed);
   const all = Buffer.concat(s.parts);
   assert.ok(Buffer.from(data).equals(all));
   assert.equal(a.bufferedAmountLowThreshold, 64 * 1024);
+});
+
+test("file transfer: the sender closes the finished channel only after a grace", async () => {
+  const [a, b] = pair();
+  const { sink } = memorySink();
+  const got = receiveFile(b, sink, 3, () => {});
+  await sendFile(a, new Blob([new Uint8Array(3)]), () => {}, 200);
+  assert.equal(await got, true);
+  assert.equal(a.readyState, "open", "still open right after the end");
+  await new Promise((r) => setTimeout(r, 300));
+  assert.equal(a.readyState, "closed", "closed after the grace");
 });
 
 test("file transfer: close without end is a failure", async () => {

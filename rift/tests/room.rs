@@ -234,3 +234,54 @@ fn two_prompts_chat_share_a_file_and_carry_http_through_a_forwarded_port() {
     assert_eq!(a.status.code(), Some(0));
     assert_eq!(b.status.code(), Some(0));
 }
+
+/// Caught when the room task moved to keks-proto's bookkeeping: a file withdrawn while it was
+/// being sent left its receiver's upload slot taken, so no later file ever opened to it.
+#[test]
+fn a_file_withdrawn_mid_upload_frees_the_receivers_upload_slot() {
+    if !netns("a_file_withdrawn_mid_upload_frees_the_receivers_upload_slot") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let relay = Relay::start(d, 8443);
+    // Large enough that the withdrawal lands mid-upload (seconds at a debug build's rate).
+    let big = d.join("big.bin");
+    std::fs::write(&big, bytes(150_000_000, 3)).unwrap();
+    let small = d.join("small.bin");
+    std::fs::write(&small, bytes(100_000, 5)).unwrap();
+    let out = d.join("out");
+    std::fs::create_dir(&out).unwrap();
+
+    let long = Duration::from_secs(30);
+    let mut alice = Prompt::start(d, &relay, "withdrawn", "alice");
+    alice.expect("in the room", long);
+    let mut bob = Prompt::start(d, &relay, "withdrawn", "bob");
+    bob.expect("in the room", long);
+    alice.expect("bob joined", long);
+    alice.say(&format!("provide {} big", big.display()));
+    alice.expect("offering big.bin", long);
+    alice.say(&format!("provide {} small", small.display()));
+    alice.expect("offering small.bin", long);
+    bob.expect("alice offers file small.bin", long);
+
+    bob.say(&format!("download big {}", out.display()));
+    bob.expect("receiving big.bin", long);
+    alice.say("stop big");
+    alice.expect("stopped offering big", long);
+    // The next file to the same member opens.
+    bob.say(&format!("download small {}", out.display()));
+    bob.expect("received small.bin", long);
+    assert!(
+        std::fs::read(out.join("small.bin")).unwrap() == std::fs::read(&small).unwrap(),
+        "the small file differs"
+    );
+    assert!(
+        !bob.seen.iter().any(|l| l.contains("received big.bin")),
+        "the big file arrived before it was withdrawn, so this run did not test a withdrawal mid-upload"
+    );
+    let a = alice.quit();
+    let b = bob.quit();
+    assert_eq!(a.status.code(), Some(0));
+    assert_eq!(b.status.code(), Some(0));
+}

@@ -1189,7 +1189,7 @@ impl Task {
                 peer,
                 tx: self.internal_tx.clone(),
             }))
-            .with_runtime(crate::udp::BufferedRuntime::new())
+            .with_runtime(crate::udp::BufferedRuntime::shared())
             .with_udp_addrs(bind)
             .with_data_channel_send_buffer_limit(SEND_WINDOW)
             .build()

@@ -27,7 +27,7 @@ pub const SOCKET_BUFFER: usize = 4 << 20;
 pub struct BufferedRuntime(TokioRuntime);
 
 impl BufferedRuntime {
-    pub fn new() -> Arc<dyn Runtime> {
+    pub fn shared() -> Arc<dyn Runtime> {
         Arc::new(Self(TokioRuntime))
     }
 }
@@ -109,7 +109,7 @@ mod tests {
         let std = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
         let before = socket2::SockRef::from(&std).recv_buffer_size().unwrap();
         let probe = std.try_clone().unwrap();
-        let _wrapped = BufferedRuntime::new().wrap_udp_socket(std).unwrap();
+        let _wrapped = BufferedRuntime::shared().wrap_udp_socket(std).unwrap();
         let after = socket2::SockRef::from(&probe).recv_buffer_size().unwrap();
         // The kernel caps the request at net.core.rmem_max (and doubles what it grants).
         let cap = std::fs::read_to_string("/proc/sys/net/core/rmem_max")

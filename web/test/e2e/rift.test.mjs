@@ -147,17 +147,10 @@ test("a file offered in the browser is received by rift receive", T, async () =>
   await ctx.close();
 });
 
-// Flaky about one run in five (the channel from the hiding browser closed mid-file once, with
-// "refusing first packet due to empty server_config" from the webrtc crate); retried once,
-// loudly, until that is understood (issue 7's note).
-test("a browser that hides its addresses behind .local names reaches rift", T, async () => {
-  try {
-    await hiddenBrowserToRift();
-  } catch (e) {
-    console.log(`# RETRY: the .local test failed once: ${String(e.message).slice(0, 4000).replaceAll("\n", "\n# ")}`);
-    await hiddenBrowserToRift();
-  }
-});
+// This test failed about one run in seven while the web client closed a finished file
+// channel as soon as its queue drained: rift saw the close before the last 32 KiB and "end".
+// The sender now leaves it open for a grace (files.ts CLOSE_GRACE_MS); 20 of 20 passed after.
+test("a browser that hides its addresses behind .local names reaches rift", T, hiddenBrowserToRift);
 
 async function hiddenBrowserToRift() {
   // Chromium hides host addresses behind mDNS names unless the page may use the camera, and

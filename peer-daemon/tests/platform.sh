@@ -77,7 +77,11 @@ smoke() {
   printf '[video]\ndevice = "synthetic"\n[audio]\npcm = "synthetic"\n' > "$TMP/check.toml"
   run_peer --config "$TMP/check.toml" --check
   [ "$STATUS" = 0 ] && grep -q 'ok (no room configured' <<<"$OUT" || fail "--check with synthetic devices: status $STATUS: $OUT"
-  echo "smoke: config errors ok (unknown key, missing secret file, unknown PCM); --check with synthetic devices ok"
+  # The synthetic H.264 camera: openh264 starts on the target.
+  printf '[video]\ndevice = "synthetic"\nformat = "h264"\n[audio]\nenabled = false\n' > "$TMP/h264.toml"
+  run_peer --config "$TMP/h264.toml" --check
+  [ "$STATUS" = 0 ] || fail "--check with the synthetic H.264 camera: status $STATUS: $OUT"
+  echo "smoke: config errors ok (unknown key, missing secret file, unknown PCM); --check with synthetic devices ok (I420 and H.264)"
 
   export BIN EMULATOR KEKSBOX
   unshare -n "$0" smoke-run

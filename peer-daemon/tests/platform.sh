@@ -4,8 +4,9 @@
 #   platform.sh smoke BIN EMULATOR KEKSBOX   the aarch64 build under qemu-user: linked as
 #                                            documented, --version/--help, config errors, and a
 #                                            run with synthetic devices in a room on KEKSBOX
-#   platform.sh install                      `make install` of keksbox and keksbox-peer into a
-#                                            temporary DESTDIR, then verify the peer's unit
+#   platform.sh install KEKSBOX_BIN PEER_BIN `make install` of both into a temporary DESTDIR:
+#                                            the peer's files, its unit verifies, sysusers
+#                                            makes its user, a reinstall keeps peer.toml
 #
 # The run happens in a network namespace of its own (unshare -n, loopback only): keksbox on
 # 127.0.0.1 with TLS, keksbox-peer pinned to its certificate, and a protocol client from the

@@ -7,13 +7,10 @@
 //! does not grow and does not drop anybody: it stops reading from the senders that would
 //! add to it (TCP slows them down) until recipients have written enough to make room
 //! ([`Budget::poll_room`]). Messages being received may use only [`Share::Receive`] of it,
-//! so half-sent messages alone can never starve the delivery of whole ones. When they have
-//! filled that share, one of them at a time, the finisher, may go on into the rest to reach
-//! its end ([`Budget::poll_room_to_finish`]): otherwise nine half-sent 8 MiB messages
-//! blocked each other until the message timeout closed them all. A broadcast is charged
-//! once, however many recipients share it.
+//! so half-sent messages alone can never starve the delivery of whole ones. A broadcast is
+//! charged once, however many recipients share it.
 
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll, Waker};
 
@@ -27,12 +24,6 @@ pub struct Budget {
     /// nobody waiting takes no lock.
     wakers: Mutex<[Vec<Waker>; 2]>,
     waiting: AtomicUsize,
-    /// The reader that may finish its message beyond [`Share::Receive`] (0: none), by the
-    /// token [`Budget::token`] gave it.
-    finisher: AtomicU64,
-    next_token: AtomicU64,
-    /// Bytes of `used` that messages being received hold.
-    receiving: AtomicUsize,
 }
 
 /// How much of the budget a use may fill before it waits.
@@ -51,73 +42,7 @@ impl Budget {
             used: AtomicUsize::new(0),
             wakers: Mutex::new([Vec::new(), Vec::new()]),
             waiting: AtomicUsize::new(0),
-            finisher: AtomicU64::new(0),
-            next_token: AtomicU64::new(1),
-            receiving: AtomicUsize::new(0),
         })
-    }
-
-    /// A reader's identity for [`Budget::poll_room_to_finish`]: unique per budget.
-    pub fn token(&self) -> u64 {
-        self.next_token.fetch_add(1, Ordering::Relaxed)
-    }
-
-    /// `bytes` of what is reserved are (`true`) or no longer are (`false`) held by messages
-    /// being received.
-    pub fn note_receiving(&self, bytes: usize, held: bool) {
-        if held {
-            self.receiving.fetch_add(bytes, Ordering::SeqCst);
-        } else {
-            let _ = self
-                .receiving
-                .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |r| Some(r.saturating_sub(bytes)));
-        }
-    }
-
-    /// Like [`Budget::poll_room`] for [`Share::Receive`], for a reader with a message in
-    /// progress. When that share is spent mostly by messages being received (at least half
-    /// of it), nothing else may ever make room, and the first such reader to ask becomes
-    /// the finisher: it may fill the whole budget until it calls [`Budget::finished`]. When
-    /// whole messages waiting for their recipients spend it, readers wait for those.
-    pub fn poll_room_to_finish(&self, cx: &mut Context<'_>, token: u64) -> Poll<()> {
-        if self.has_room(Share::Receive) {
-            return Poll::Ready(());
-        }
-        let stuck = self.receiving.load(Ordering::SeqCst) >= self.threshold(Share::Receive) / 2;
-        let claim = if stuck {
-            self.finisher
-                .compare_exchange(0, token, Ordering::SeqCst, Ordering::SeqCst)
-        } else {
-            Err(self.finisher.load(Ordering::SeqCst))
-        };
-        let holder = match claim {
-            Ok(_) => token,
-            Err(other) => other,
-        };
-        if holder == token {
-            self.poll_room(cx, Share::Deliver)
-        } else {
-            self.poll_room(cx, Share::Receive)
-        }
-    }
-
-    /// The reader `token` ended its message (or its connection): if it was the finisher,
-    /// another waiting reader may become one.
-    pub fn finished(&self, token: u64) {
-        if self
-            .finisher
-            .compare_exchange(token, 0, Ordering::SeqCst, Ordering::SeqCst)
-            .is_ok()
-            && self.waiting.load(Ordering::SeqCst) > 0
-        {
-            let woken = {
-                let mut lists = self.lock_wakers();
-                let woken = std::mem::take(&mut lists[Share::Receive as usize]);
-                self.waiting.store(lists.iter().map(Vec::len).sum(), Ordering::SeqCst);
-                woken
-            };
-            woken.into_iter().for_each(Waker::wake);
-        }
     }
 
     /// Takes `bytes` from the budget unless that would exceed it.
@@ -299,42 +224,6 @@ mod tests {
         assert_eq!((b.used(), adopted.bytes()), (2, 2));
         drop(adopted);
         assert_eq!(b.used(), 0);
-    }
-
-    #[test]
-    fn one_reader_at_a_time_may_finish_beyond_the_receive_share() {
-        use std::task::Waker;
-        let b = Budget::new(100);
-        let mut cx = Context::from_waker(Waker::noop());
-        let (first, second) = (b.token(), b.token());
-        assert_ne!(first, second);
-        b.force_reserve(80);
-        assert!(
-            b.poll_room_to_finish(&mut cx, first).is_pending(),
-            "whole messages spend the budget: wait for them"
-        );
-        b.note_receiving(80, true);
-        assert!(
-            b.poll_room_to_finish(&mut cx, first).is_ready(),
-            "the first to ask finishes"
-        );
-        assert!(
-            b.poll_room_to_finish(&mut cx, second).is_pending(),
-            "only one at a time"
-        );
-        b.force_reserve(20);
-        assert!(
-            b.poll_room_to_finish(&mut cx, first).is_pending(),
-            "not beyond the whole budget"
-        );
-        b.release(20);
-        b.finished(second);
-        assert!(
-            b.poll_room_to_finish(&mut cx, second).is_pending(),
-            "a non-finisher ends nothing"
-        );
-        b.finished(first);
-        assert!(b.poll_room_to_finish(&mut cx, second).is_ready(), "the next may finish");
     }
 
     #[test]

@@ -394,8 +394,6 @@ pub struct Metered<S> {
     /// Since when reading waits for room in the budget.
     budget_wait: Option<Instant>,
     frames: FrameTracker,
-    /// Who this reader is to the budget ([`Budget::poll_room_to_finish`]).
-    token: u64,
 }
 
 /// Where the byte stream is relative to WebSocket frames.
@@ -509,7 +507,6 @@ impl<S> Metered<S> {
     pub fn new(inner: S, budget: Arc<Budget>) -> Self {
         Metered {
             inner,
-            token: budget.token(),
             budget,
             partial: 0,
             charged: 0,
@@ -528,8 +525,6 @@ impl<S> Metered<S> {
 
     /// A whole message arrived: what was held for it is free again.
     fn message_done(&mut self) {
-        self.budget.finished(self.token);
-        self.budget.note_receiving(self.charged, false);
         self.budget.release(self.charged);
         self.charged = 0;
         self.partial = 0;
@@ -540,7 +535,6 @@ impl<S> Metered<S> {
     /// until delivery.
     fn take_charge(&mut self) -> Charge {
         let charge = Charge::adopt(&self.budget, self.charged);
-        self.budget.note_receiving(self.charged, false);
         self.charged = 0;
         self.message_done();
         charge
@@ -556,7 +550,6 @@ impl<S> Metered<S> {
         let owed = self.partial.saturating_sub(UNCHARGED_RECEIVE);
         if owed > self.charged {
             self.budget.force_reserve(owed - self.charged);
-            self.budget.note_receiving(owed - self.charged, true);
             self.charged = owed;
         }
     }
@@ -564,8 +557,6 @@ impl<S> Metered<S> {
 
 impl<S> Drop for Metered<S> {
     fn drop(&mut self) {
-        self.budget.finished(self.token);
-        self.budget.note_receiving(self.charged, false);
         self.budget.release(self.charged);
     }
 }
@@ -575,13 +566,8 @@ impl<S: AsyncRead + Unpin> AsyncRead for Metered<S> {
         let this = self.get_mut();
         if this.partial + buf.remaining() > UNCHARGED_RECEIVE {
             // This read may be charged: not while the budget is spent. The sender's TCP
-            // window fills meanwhile, which slows it down. A message in progress may be
-            // the one allowed to finish beyond the share.
-            let room = match this.partial {
-                0 => this.budget.poll_room(cx, Share::Receive),
-                _ => this.budget.poll_room_to_finish(cx, this.token),
-            };
-            if room.is_pending() {
+            // window fills meanwhile, which slows it down.
+            if this.budget.poll_room(cx, Share::Receive).is_pending() {
                 this.budget_wait.get_or_insert_with(Instant::now);
                 return Poll::Pending;
             }
@@ -685,11 +671,7 @@ pub async fn serve_websocket<S>(
         if let Some(h) = held.take() {
             if h.paced_until.is_some_and(|at| at > now) {
                 held = Some(h);
-            } else if h.receipt.bytes() == 0 && !hub.budget.has_room(Share::Deliver) {
-                // A packet whose receipt is charged is in the budget already: delivering it
-                // moves that charge into the queues, and holding it would keep a finished
-                // message (the finisher's, see `Budget::poll_room_to_finish`) from freeing
-                // anything. Small packets wait for room.
+            } else if !hub.budget.has_room(Share::Deliver) {
                 held = Some(Held {
                     paced_until: None,
                     waiting_since: Some(h.waiting_since.unwrap_or(now)),

@@ -379,62 +379,6 @@ async fn a_sender_kept_waiting_past_the_message_timeout_is_told_to_try_again() {
 }
 
 #[tokio::test]
-async fn half_sent_messages_that_fill_the_budget_finish_one_after_another() {
-    // Six members each half-send a message, together more than the share of the budget
-    // that messages being received may use. Each waited for room that only the end of
-    // another's message could make: all six were closed by the message timeout, nothing
-    // delivered. Now one at a time may finish beyond that share.
-    let mut config = Config::default();
-    config.limits.buffered_bytes = 4 * MIB;
-    config.limits.max_message_size = MIB;
-    config.limits.max_frame_size = MIB;
-    config.limits.send_queue_bytes = 2 * MIB;
-    config.limits.relay_burst_bytes = 8 * MIB;
-    config.limits.relay_bytes_per_sec = 64 * MIB;
-    config.limits.message_timeout_secs = 60;
-    let relay = Relay::start(config).await;
-    let mut witness = relay.client().await;
-    witness.join(&hash('c')).await;
-    let started = Instant::now();
-    let mut senders = Vec::new();
-    for i in 0..6u8 {
-        let mut s = raw_websocket(relay.addr, localhost(10 + i), None).await.unwrap();
-        s.write_all(&text_frame(&format!(r#"{{"join":{{"hash":"{}"}}}}"#, hash('c'))))
-            .await
-            .unwrap();
-        let frame = text_frame(&format!(
-            r#"{{"relay":{{"message":"{}"}}}}"#,
-            char::from(b'a' + i).to_string().repeat(900_000)
-        ));
-        // Members read what they are sent (each other's messages too).
-        let (mut read, mut write) = s.into_split();
-        tokio::spawn(async move { while read.read(&mut [0; 65536]).await.is_ok_and(|n| n > 0) {} });
-        senders.push(tokio::spawn(async move {
-            let (head, tail) = frame.split_at(600_000);
-            write.write_all(head).await.unwrap();
-            // All six are half-sent before any goes on.
-            tokio::time::sleep(Duration::from_millis(500)).await;
-            write.write_all(tail).await.unwrap();
-            write
-        }));
-    }
-    let mut delivered = std::collections::BTreeSet::new();
-    while delivered.len() < 6 {
-        let p = tokio::time::timeout(Duration::from_secs(20), witness.recv())
-            .await
-            .unwrap_or_else(|_| panic!("only {} of 6 messages arrived in 20 s", delivered.len()));
-        if let Some(text) = p["message"]["message"].as_str() {
-            assert_eq!(text.len(), 900_000);
-            delivered.insert(text.as_bytes()[0]);
-        }
-    }
-    println!("six half-sent messages delivered in {:?}", started.elapsed());
-    for s in senders {
-        s.await.unwrap();
-    }
-}
-
-#[tokio::test]
 async fn a_broadcast_to_members_who_do_not_read_is_held_once() {
     // One 8 MiB broadcast to 24 members that never read: a copy per recipient took the relay
     // up by 200 MiB.

@@ -30,8 +30,8 @@
 use std::collections::{HashMap, VecDeque};
 use std::io;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, Once, Weak};
 use std::task::{Context, Poll, ready};
 use std::time::Duration;
 
@@ -41,7 +41,7 @@ use keks_proto::packets::{ClientId, ClientboundPacket, ServerboundPacket};
 use keks_proto::room::{self, Output, Registry, RegistryError};
 use log::{debug, info, warn};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
-use tokio::sync::{mpsc, watch};
+use tokio::sync::{Notify, mpsc, watch};
 use tokio::time::{Instant, timeout};
 use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::protocol::frame::Frame;
@@ -72,6 +72,11 @@ pub const UNCHARGED_RECEIVE: usize = 16 << 10;
 /// Flushing the first packet of a burst at once and only the rest after this took twice the
 /// writes in `keksbox-load`'s paced phase (a room's members sending together) for the same
 /// deliveries.
+///
+/// One task for the whole hub keeps this time ([`Hub::start_flusher`]): a queue that gets its
+/// first packet joins the hub's list of due queues, and every `COALESCE` after the list
+/// became non-empty the flusher wakes each of them once. A client's task is therefore woken
+/// once per write, not once for its first packet and again by a timer of its own.
 pub const COALESCE: Duration = Duration::from_millis(2);
 /// Bytes each encoded packet is charged beyond its length: the allocation and queue slots.
 const PACKET_OVERHEAD: usize = 64;
@@ -85,12 +90,17 @@ pub struct Hub {
     /// Registry and queues change together under this lock, so that the order the registry
     /// decides is the order every queue receives. Held for a few lines, never across `.await`.
     inner: Mutex<Inner>,
+    /// Wakes the flusher when the list of due queues becomes non-empty ([`COALESCE`]).
+    flusher: Arc<Notify>,
+    flusher_started: Once,
 }
 
 #[derive(Debug)]
 pub(crate) struct Inner {
     registry: Registry,
     clients: HashMap<ClientId, Queue>,
+    /// Queues that got packets since the flusher last woke their tasks.
+    due: Vec<Arc<Outbox>>,
 }
 
 /// The sending half of one client's queue.
@@ -98,8 +108,20 @@ pub(crate) struct Inner {
 struct Queue {
     /// Bounded by `send_queue_messages`; full means the client is too slow.
     tx: mpsc::Sender<Utf8Bytes>,
-    /// Bytes in the queue, shared with the task that drains it; bounded by `send_queue_bytes`.
-    bytes: Arc<AtomicUsize>,
+    outbox: Arc<Outbox>,
+}
+
+/// What the hub and a client's task share about its queue.
+#[derive(Debug, Default)]
+struct Outbox {
+    /// Bytes in the queue; bounded by `send_queue_bytes`.
+    bytes: AtomicUsize,
+    /// On the hub's list of due queues, or woken and not yet draining: further packets need
+    /// not put it there again. The task clears it before it drains, so a packet queued after
+    /// that puts it back (at worst waking the task once for an empty queue).
+    scheduled: AtomicBool,
+    /// Wakes the task to write out its queue, or to see that it was evicted.
+    wake: Notify,
 }
 
 /// Counts for logs and tests.
@@ -125,8 +147,20 @@ impl Hub {
             inner: Mutex::new(Inner {
                 registry,
                 clients: HashMap::new(),
+                due: Vec::new(),
             }),
+            flusher: Arc::new(Notify::new()),
+            flusher_started: Once::new(),
         }
+    }
+
+    /// Starts the task that wakes due queues [`COALESCE`] after they got their first packet,
+    /// once per hub; it ends when the hub is dropped. [`serve_websocket`] calls this before
+    /// it connects a client.
+    pub fn start_flusher(self: &Arc<Self>) {
+        self.flusher_started.call_once(|| {
+            tokio::spawn(flush_due_queues(Arc::downgrade(self), self.flusher.clone()));
+        });
     }
 
     pub fn stats(&self) -> Stats {
@@ -171,9 +205,9 @@ impl Hub {
     }
 
     /// Registers a new client under a fresh random id and queues its `init`.
-    fn connect(&self) -> (ClientId, mpsc::Receiver<Utf8Bytes>, Arc<AtomicUsize>) {
+    fn connect(&self) -> (ClientId, mpsc::Receiver<Utf8Bytes>, Arc<Outbox>) {
         let (tx, rx) = mpsc::channel(self.limits.send_queue_messages);
-        let bytes = Arc::new(AtomicUsize::new(0));
+        let outbox = Arc::new(Outbox::default());
         let mut inner = self.lock();
         loop {
             let id = random_id();
@@ -183,11 +217,11 @@ impl Hub {
                         id,
                         Queue {
                             tx,
-                            bytes: bytes.clone(),
+                            outbox: outbox.clone(),
                         },
                     );
                     self.deliver(&mut inner, outputs, None);
-                    return (id, rx, bytes);
+                    return (id, rx, outbox);
                 }
                 // 2^53 ids: a collision is rare, drawing again is enough.
                 Err(_) => continue,
@@ -262,19 +296,53 @@ impl Hub {
                 }
             };
             for id in to {
-                let Some(queue) = inner.clients.get(&id) else { continue };
+                let Inner { clients, due, .. } = &mut *inner;
+                let Some(queue) = clients.get(&id) else { continue };
                 if queue.push(text.clone(), self.limits.send_queue_bytes) {
                     if fans_out {
                         queued += text.len();
                     }
+                    if !queue.outbox.scheduled.swap(true, Ordering::AcqRel) {
+                        if due.is_empty() {
+                            self.flusher.notify_one();
+                        }
+                        due.push(queue.outbox.clone());
+                    }
                     continue;
                 }
                 warn!("client {id} does not read its messages fast enough: disconnecting it");
-                inner.clients.remove(&id);
+                if let Some(queue) = inner.clients.remove(&id) {
+                    // Its task sees the closed queue once it has written what is queued.
+                    drop(queue.tx);
+                    queue.outbox.wake.notify_one();
+                }
                 work.extend(inner.registry.disconnect(id));
             }
         }
         queued
+    }
+}
+
+impl Drop for Hub {
+    fn drop(&mut self) {
+        // The flusher finds the hub gone and ends.
+        self.flusher.notify_one();
+    }
+}
+
+/// The hub's flusher ([`COALESCE`]): waits for a queue to become due, lets the window pass,
+/// then wakes the task of every queue that became due meanwhile.
+async fn flush_due_queues(hub: Weak<Hub>, wake: Arc<Notify>) {
+    let mut due = Vec::new();
+    loop {
+        wake.notified().await;
+        tokio::time::sleep(COALESCE).await;
+        let Some(hub) = hub.upgrade() else { return };
+        std::mem::swap(&mut hub.lock().due, &mut due);
+        drop(hub);
+        for outbox in due.drain(..) {
+            outbox.wake.notify_one();
+        }
     }
 }
 
@@ -347,9 +415,9 @@ impl Queue {
     /// Queues `text` unless that would exceed either bound.
     fn push(&self, text: Utf8Bytes, max_bytes: usize) -> bool {
         let len = text.len();
-        let before = self.bytes.fetch_add(len, Ordering::Relaxed);
+        let before = self.outbox.bytes.fetch_add(len, Ordering::Relaxed);
         if before + len > max_bytes || self.tx.try_send(text).is_err() {
-            self.bytes.fetch_sub(len, Ordering::Relaxed);
+            self.outbox.bytes.fetch_sub(len, Ordering::Relaxed);
             return false;
         }
         true
@@ -645,7 +713,8 @@ pub async fn serve_websocket<S>(
 ) where
     S: AsyncRead + AsyncWrite + Unpin,
 {
-    let (id, mut queue, queued_bytes) = hub.connect();
+    hub.start_flusher();
+    let (id, mut queue, outbox) = hub.connect();
     debug!("client {id} connected from {peer}");
     let limits = &hub.limits;
     let idle = limits.idle_timeout();
@@ -658,13 +727,15 @@ pub async fn serve_websocket<S>(
     // A packet read but not delivered yet: its sender is over its pace, or the budget has no
     // room for what it fans out. The socket is not read meanwhile.
     let mut held: Option<Held> = None;
-    // One timer for every deadline, moved rather than made anew for each packet.
+    // One timer for every deadline. It is moved only to an earlier time, or once it has
+    // fired: a deadline that moved later (the idle deadline, after every packet) costs one
+    // early wake that finds nothing due, not a timer update per packet.
     let timer = tokio::time::sleep(idle);
     tokio::pin!(timer);
-    // While packets written to the WebSocket wait to go out together, when they go
-    // ([`COALESCE`]). The queue is not read meanwhile, so packets arriving in that window
-    // wake nobody and are written at once.
-    let mut flush_at: Option<Instant> = None;
+    // Futures kept across iterations, so that their waiters stay registered instead of
+    // being queued and unqueued (under shared locks) on every turn of the loop.
+    let mut flush = std::pin::pin!(outbox.wake.notified());
+    let mut shutdown = std::pin::pin!(shutdown.changed());
 
     let end = loop {
         let now = Instant::now();
@@ -695,14 +766,14 @@ pub async fn serve_websocket<S>(
             }) => *since + message_timeout,
             _ => deadline.min(message_due),
         };
-        let wake = flush_at.map_or(wake, |at| wake.min(at));
-        if timer.deadline() != wake {
+        if wake < timer.deadline() || timer.deadline() <= now {
             timer.as_mut().reset(wake);
         }
         let waiting_for_room = held.as_ref().is_some_and(|h| h.waiting_since.is_some());
         tokio::select! {
             frame = ws.next(), if held.is_none() => {
-                deadline = Instant::now() + idle;
+                let now = Instant::now();
+                deadline = now + idle;
                 let text = match frame {
                     None => break End::ClientClosed,
                     Some(Ok(Message::Text(text))) => text,
@@ -737,7 +808,6 @@ pub async fn serve_websocket<S>(
                         None => debug!("client {id} leaves its room"),
                     }
                 }
-                let now = Instant::now();
                 let mut at = pacer.ready_at(now, cost);
                 if matches!(packet, ServerboundPacket::WatchRooms(_)) {
                     at = at.max(watches.ready_at(now, 1));
@@ -753,25 +823,23 @@ pub async fn serve_websocket<S>(
                 // Delivered at the top of the loop. Time spent waiting is not silence.
                 deadline = Instant::now() + idle;
             }
-            next = queue.recv(), if flush_at.is_none() => {
-                let Some(text) = next else { break End::Evicted };
-                if let Err(end) = feed_queued(&mut ws, Some(text), &mut queue, &queued_bytes, write_timeout).await {
+            () = &mut flush => {
+                flush.set(outbox.wake.notified());
+                // Cleared before draining: a packet queued from here on schedules it again.
+                outbox.scheduled.store(false, Ordering::Release);
+                match feed_queued(&mut ws, &mut queue, &outbox.bytes, write_timeout).await {
+                    Ok(Drained::All) => {}
+                    // A long queue is written a batch at a time, with the socket read between.
+                    Ok(Drained::More) => outbox.wake.notify_one(),
+                    Ok(Drained::Closed) => break End::Evicted,
+                    Err(end) => break end,
+                }
+                if let Err(end) = step(write_timeout, ws.flush()).await {
                     break end;
                 }
-                // What is queued for this client within the window goes with it.
-                flush_at = Some(Instant::now() + COALESCE);
             }
             () = &mut timer => {
                 let now = Instant::now();
-                if flush_at.is_some_and(|at| at <= now) {
-                    flush_at = None;
-                    if let Err(end) = feed_queued(&mut ws, None, &mut queue, &queued_bytes, write_timeout).await {
-                        break end;
-                    }
-                    if let Err(end) = step(write_timeout, ws.flush()).await {
-                        break end;
-                    }
-                }
                 let metered = ws.get_ref();
                 if held.as_ref().and_then(|h| h.waiting_since).is_some_and(|t| t + message_timeout <= now) {
                     // Nobody made room for it in all that time: the relay is overloaded.
@@ -786,7 +854,7 @@ pub async fn serve_websocket<S>(
                     break End::Idle;
                 }
             }
-            _ = shutdown.changed() => break End::Shutdown,
+            _ = &mut shutdown => break End::Shutdown,
         }
     };
 
@@ -852,32 +920,39 @@ fn deliver(hub: &Hub, id: ClientId, held: Held, pacer: &mut Pacer, watches: &mut
     }
 }
 
-/// Feeds `first` and whatever else is already queued (up to a batch) to the WebSocket, which
-/// writes to the socket only when its buffer fills: the caller flushes once after, so a burst
-/// of small packets (a join into a big room) costs one syscall, not hundreds. Each step may
-/// take the write timeout: a slow reader gets a large message bit by bit, one that stopped
-/// reading is dropped.
+/// How far [`feed_queued`] got.
+enum Drained {
+    /// The queue is empty.
+    All,
+    /// A batch was fed and more is queued.
+    More,
+    /// The queue is empty and closed: the hub evicted the client.
+    Closed,
+}
+
+/// Feeds what is queued (up to a batch) to the WebSocket, which writes to the socket only
+/// when its buffer fills: the caller flushes once after, so a burst of small packets (a join
+/// into a big room) costs one syscall, not hundreds. Each step may take the write timeout: a
+/// slow reader gets a large message bit by bit, one that stopped reading is dropped.
 async fn feed_queued<S>(
     ws: &mut WebSocketStream<S>,
-    first: Option<Utf8Bytes>,
     queue: &mut mpsc::Receiver<Utf8Bytes>,
     queued_bytes: &AtomicUsize,
     write_timeout: Duration,
-) -> Result<(), End>
+) -> Result<Drained, End>
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
-    let mut next = first.or_else(|| queue.try_recv().ok());
-    let mut batch = 0;
-    while let Some(text) = next.take() {
+    for _ in 0..256 {
+        let text = match queue.try_recv() {
+            Ok(text) => text,
+            Err(mpsc::error::TryRecvError::Empty) => return Ok(Drained::All),
+            Err(mpsc::error::TryRecvError::Disconnected) => return Ok(Drained::Closed),
+        };
         queued_bytes.fetch_sub(text.len(), Ordering::Relaxed);
         write_text(ws, text, write_timeout).await?;
-        batch += 1;
-        if batch < 256 {
-            next = queue.try_recv().ok();
-        }
     }
-    Ok(())
+    Ok(Drained::More)
 }
 
 /// Feeds one message; a large one as fragments sliced from its shared bytes.
@@ -903,9 +978,17 @@ where
     Ok(())
 }
 
-/// One write step with the write timeout.
+/// One write step with the write timeout. Most steps only fill the WebSocket's buffer and
+/// are done when first polled, so the timeout (and its clock reading) is set up only for a
+/// step that has to wait.
 async fn step(write_timeout: Duration, write: impl Future<Output = Result<(), tungstenite::Error>>) -> Result<(), End> {
-    match timeout(write_timeout, write).await {
+    let mut write = std::pin::pin!(write);
+    let first = std::future::poll_fn(|cx| Poll::Ready(write.as_mut().poll(cx))).await;
+    let done = match first {
+        Poll::Ready(done) => Ok(done),
+        Poll::Pending => timeout(write_timeout, write).await,
+    };
+    match done {
         Ok(Ok(())) => Ok(()),
         Ok(Err(e)) => Err(End::Io(e.to_string())),
         Err(_) => Err(End::WriteStalled),
@@ -954,13 +1037,13 @@ mod tests {
         let (tx, _rx) = mpsc::channel(2);
         let q = Queue {
             tx,
-            bytes: Arc::new(AtomicUsize::new(0)),
+            outbox: Arc::default(),
         };
         assert!(q.push("12345".into(), 8));
         assert!(!q.push("12345".into(), 8), "byte bound");
         assert!(q.push("123".into(), 8));
         assert!(!q.push("".into(), 8), "count bound");
-        assert_eq!(q.bytes.load(Ordering::Relaxed), 8);
+        assert_eq!(q.outbox.bytes.load(Ordering::Relaxed), 8);
     }
 
     #[test]
@@ -1086,5 +1169,161 @@ mod tests {
     fn truncate_respects_char_boundaries() {
         assert_eq!(truncate("ééé", 3), "é");
         assert_eq!(truncate("abc", 10), "abc");
+    }
+
+    /// A stream that counts the writes that reach it.
+    struct CountWrites<S> {
+        inner: S,
+        writes: Arc<AtomicUsize>,
+    }
+
+    impl<S: AsyncRead + Unpin> AsyncRead for CountWrites<S> {
+        fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+            Pin::new(&mut self.inner).poll_read(cx, buf)
+        }
+    }
+
+    impl<S: AsyncWrite + Unpin> AsyncWrite for CountWrites<S> {
+        fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+            let done = Pin::new(&mut self.inner).poll_write(cx, buf);
+            if done.is_ready() {
+                self.writes.fetch_add(1, Ordering::SeqCst);
+            }
+            done
+        }
+        fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+            Pin::new(&mut self.inner).poll_flush(cx)
+        }
+        fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+            Pin::new(&mut self.inner).poll_shutdown(cx)
+        }
+    }
+
+    type TestClient = WebSocketStream<tokio::io::DuplexStream>;
+
+    /// A client served by `hub` over an in-memory pipe, and the count of the relay's writes
+    /// to it.
+    async fn client(hub: &Arc<Hub>, shutdown: &watch::Receiver<bool>) -> (TestClient, Arc<AtomicUsize>) {
+        let (near, far) = tokio::io::duplex(1 << 20);
+        let writes = Arc::new(AtomicUsize::new(0));
+        let counted = CountWrites {
+            inner: far,
+            writes: writes.clone(),
+        };
+        let config = hub.websocket_config();
+        let server =
+            WebSocketStream::from_raw_socket(Metered::new(counted, hub.budget.clone()), Role::Server, Some(config))
+                .await;
+        tokio::spawn(serve_websocket(hub.clone(), server, "test".into(), shutdown.clone()));
+        (WebSocketStream::from_raw_socket(near, Role::Client, None).await, writes)
+    }
+
+    async fn send(ws: &mut TestClient, packet: &ServerboundPacket) {
+        let text = serde_json::to_string(packet).unwrap();
+        ws.send(Message::text(text)).await.unwrap();
+    }
+
+    async fn receive(ws: &mut TestClient) -> serde_json::Value {
+        loop {
+            match ws.next().await.expect("open").expect("frame") {
+                Message::Text(text) => return serde_json::from_str(&text).unwrap(),
+                _ => continue,
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn a_burst_reaches_each_member_in_one_write_and_in_order() {
+        let hub = Arc::new(Hub::new(Limits::default(), "v".into()));
+        let (_stop, shutdown) = watch::channel(false);
+        let room: keks_proto::packets::RoomHash = "ab".repeat(32).parse().unwrap();
+        let (mut a, _) = client(&hub, &shutdown).await;
+        let (mut b, b_writes) = client(&hub, &shutdown).await;
+        let (mut c, c_writes) = client(&hub, &shutdown).await;
+        for ws in [&mut a, &mut b, &mut c] {
+            assert!(receive(ws).await.get("init").is_some());
+            send(ws, &ServerboundPacket::Join { hash: Some(room) }).await;
+        }
+        // Everyone sees the three joins.
+        for ws in [&mut a, &mut b, &mut c] {
+            for _ in 0..3 {
+                assert!(receive(ws).await.get("client_join").is_some());
+            }
+        }
+        let before = (b_writes.load(Ordering::SeqCst), c_writes.load(Ordering::SeqCst));
+        // Fifty messages in one go, as a burst of candidates would be.
+        for i in 0..50 {
+            let relay = ServerboundPacket::Relay {
+                recipient: None,
+                message: format!("m{i}"),
+            };
+            a.feed(Message::text(serde_json::to_string(&relay).unwrap()))
+                .await
+                .unwrap();
+        }
+        a.flush().await.unwrap();
+        for ws in [&mut b, &mut c] {
+            for i in 0..50 {
+                let got = receive(ws).await;
+                assert_eq!(got["message"]["message"], format!("m{i}"), "in order");
+            }
+        }
+        let writes = (
+            b_writes.load(Ordering::SeqCst) - before.0,
+            c_writes.load(Ordering::SeqCst) - before.1,
+        );
+        // The relay reads the burst as it comes (it may arrive in a few reads), so allow a
+        // few writes; one per message would be fifty.
+        assert!(writes.0 <= 3 && writes.1 <= 3, "writes for 50 messages: {writes:?}");
+    }
+
+    #[tokio::test]
+    async fn an_evicted_member_is_closed_and_the_others_keep_their_messages() {
+        let limits = Limits {
+            send_queue_messages: 8,
+            relay_burst_bytes: 1 << 20,
+            ..Limits::default()
+        };
+        let hub = Arc::new(Hub::new(limits, "v".into()));
+        let (_stop, shutdown) = watch::channel(false);
+        let room: keks_proto::packets::RoomHash = "cd".repeat(32).parse().unwrap();
+        let (mut a, _) = client(&hub, &shutdown).await;
+        let (mut b, _) = client(&hub, &shutdown).await;
+        for ws in [&mut a, &mut b] {
+            assert!(receive(ws).await.get("init").is_some());
+            send(ws, &ServerboundPacket::Join { hash: Some(room) }).await;
+        }
+        for ws in [&mut a, &mut b] {
+            for _ in 0..2 {
+                assert!(receive(ws).await.get("client_join").is_some());
+            }
+        }
+        // More than b's queue holds, within one coalescing window: b is evicted before its
+        // task ever runs, and must still be told so.
+        for i in 0..100 {
+            let relay = ServerboundPacket::Relay {
+                recipient: None,
+                message: format!("m{i}"),
+            };
+            a.feed(Message::text(serde_json::to_string(&relay).unwrap()))
+                .await
+                .unwrap();
+        }
+        a.flush().await.unwrap();
+        let close = tokio::time::timeout(Duration::from_secs(5), async {
+            loop {
+                match b.next().await {
+                    Some(Ok(Message::Close(frame))) => return frame,
+                    Some(Ok(_)) => continue,
+                    other => panic!("no close frame: {other:?}"),
+                }
+            }
+        })
+        .await
+        .expect("b is closed promptly");
+        assert_eq!(close.map(|f| f.code), Some(CloseCode::Policy));
+        // a was told b left, and the room still works for it.
+        let leave = receive(&mut a).await;
+        assert!(leave.get("client_leave").is_some(), "a is told b left: {leave}");
     }
 }

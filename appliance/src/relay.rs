@@ -1232,36 +1232,47 @@ mod tests {
         }
     }
 
-    #[tokio::test]
-    async fn a_burst_reaches_each_member_in_one_write_and_in_order() {
-        let hub = Arc::new(Hub::new(Limits::default(), "v".into()));
-        let (_stop, shutdown) = watch::channel(false);
-        let room: keks_proto::packets::RoomHash = "ab".repeat(32).parse().unwrap();
-        let (mut a, _) = client(&hub, &shutdown).await;
-        let (mut b, b_writes) = client(&hub, &shutdown).await;
-        let (mut c, c_writes) = client(&hub, &shutdown).await;
-        for ws in [&mut a, &mut b, &mut c] {
+    /// Every client reads its `init`, joins the room `hash` (a byte repeated) and sees
+    /// everyone's join.
+    async fn join_all(clients: &mut [&mut TestClient], hash: &str) {
+        let room: keks_proto::packets::RoomHash = hash.repeat(32).parse().unwrap();
+        for ws in clients.iter_mut() {
             assert!(receive(ws).await.get("init").is_some());
             send(ws, &ServerboundPacket::Join { hash: Some(room) }).await;
         }
-        // Everyone sees the three joins.
-        for ws in [&mut a, &mut b, &mut c] {
-            for _ in 0..3 {
+        let members = clients.len();
+        for ws in clients.iter_mut() {
+            for _ in 0..members {
                 assert!(receive(ws).await.get("client_join").is_some());
             }
         }
-        let before = (b_writes.load(Ordering::SeqCst), c_writes.load(Ordering::SeqCst));
-        // Fifty messages in one go, as a burst of candidates would be.
-        for i in 0..50 {
+    }
+
+    /// Broadcasts `m0` .. `m{n-1}`, written together.
+    async fn burst(ws: &mut TestClient, n: usize) {
+        for i in 0..n {
             let relay = ServerboundPacket::Relay {
                 recipient: None,
                 message: format!("m{i}"),
             };
-            a.feed(Message::text(serde_json::to_string(&relay).unwrap()))
+            ws.feed(Message::text(serde_json::to_string(&relay).unwrap()))
                 .await
                 .unwrap();
         }
-        a.flush().await.unwrap();
+        ws.flush().await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_burst_reaches_each_member_in_one_write_and_in_order() {
+        let hub = Arc::new(Hub::new(Limits::default(), "v".into()));
+        let (_stop, shutdown) = watch::channel(false);
+        let (mut a, _) = client(&hub, &shutdown).await;
+        let (mut b, b_writes) = client(&hub, &shutdown).await;
+        let (mut c, c_writes) = client(&hub, &shutdown).await;
+        join_all(&mut [&mut a, &mut b, &mut c], "ab").await;
+        let before = (b_writes.load(Ordering::SeqCst), c_writes.load(Ordering::SeqCst));
+        // Fifty messages in one go, as a burst of candidates would be.
+        burst(&mut a, 50).await;
         for ws in [&mut b, &mut c] {
             for i in 0..50 {
                 let got = receive(ws).await;
@@ -1286,30 +1297,12 @@ mod tests {
         };
         let hub = Arc::new(Hub::new(limits, "v".into()));
         let (_stop, shutdown) = watch::channel(false);
-        let room: keks_proto::packets::RoomHash = "cd".repeat(32).parse().unwrap();
         let (mut a, _) = client(&hub, &shutdown).await;
         let (mut b, _) = client(&hub, &shutdown).await;
-        for ws in [&mut a, &mut b] {
-            assert!(receive(ws).await.get("init").is_some());
-            send(ws, &ServerboundPacket::Join { hash: Some(room) }).await;
-        }
-        for ws in [&mut a, &mut b] {
-            for _ in 0..2 {
-                assert!(receive(ws).await.get("client_join").is_some());
-            }
-        }
+        join_all(&mut [&mut a, &mut b], "cd").await;
         // More than b's queue holds, within one coalescing window: b is evicted before its
         // task ever runs, and must still be told so.
-        for i in 0..100 {
-            let relay = ServerboundPacket::Relay {
-                recipient: None,
-                message: format!("m{i}"),
-            };
-            a.feed(Message::text(serde_json::to_string(&relay).unwrap()))
-                .await
-                .unwrap();
-        }
-        a.flush().await.unwrap();
+        burst(&mut a, 100).await;
         let close = tokio::time::timeout(Duration::from_secs(5), async {
             loop {
                 match b.next().await {

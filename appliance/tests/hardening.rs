@@ -170,6 +170,17 @@ fn frame_header(len: usize) -> Vec<u8> {
     h
 }
 
+/// Reads `s` until `needle` has come by, within [`WAIT`].
+async fn read_until(s: &mut TcpStream, needle: &str) {
+    let mut seen = Vec::new();
+    while !String::from_utf8_lossy(&seen).contains(needle) {
+        let mut buf = [0u8; 4096];
+        let n = tokio::time::timeout(WAIT, s.read(&mut buf)).await.unwrap().unwrap();
+        assert!(n > 0, "closed before {needle:?}");
+        seen.extend(&buf[..n]);
+    }
+}
+
 fn text_frame(payload: &str) -> Vec<u8> {
     let mut f = frame_header(payload.len());
     f.extend(payload.as_bytes());
@@ -637,13 +648,7 @@ async fn finished_large_messages_are_not_kept_per_connection() {
         // One at a time (the join's answer says the message was handled): what is measured
         // is what stays per connection, not the peak of many at once.
         s.write_all(&join).await.unwrap();
-        let mut seen = Vec::new();
-        while !String::from_utf8_lossy(&seen).contains("client_join") {
-            let mut buf = [0u8; 4096];
-            let n = tokio::time::timeout(WAIT, s.read(&mut buf)).await.unwrap().unwrap();
-            assert!(n > 0, "closed");
-            seen.extend(&buf[..n]);
-        }
+        read_until(&mut s, "client_join").await;
         held.push(s);
     }
     tokio::time::sleep(Duration::from_millis(300)).await;
@@ -678,13 +683,7 @@ async fn fragmented_large_messages_are_not_kept_per_connection() {
         last.extend(tail.as_bytes());
         last.extend(&join);
         s.write_all(&last).await.unwrap();
-        let mut seen = Vec::new();
-        while !String::from_utf8_lossy(&seen).contains("client_join") {
-            let mut buf = [0u8; 4096];
-            let n = tokio::time::timeout(WAIT, s.read(&mut buf)).await.unwrap().unwrap();
-            assert!(n > 0, "closed");
-            seen.extend(&buf[..n]);
-        }
+        read_until(&mut s, "client_join").await;
         held.push(s);
     }
     tokio::time::sleep(Duration::from_millis(300)).await;

@@ -17,66 +17,11 @@ use keks_proto::advert::Fingerprint;
 use rustls::pki_types::CertificateDer;
 use rustls::pki_types::pem::PemObject;
 
+mod netns;
+
+use netns::{VethPair, can_run};
+
 const BIN: &str = env!("CARGO_BIN_EXE_keksbox");
-
-/// Two namespaces and the veth pair between them; dropping it deletes them.
-struct Netns {
-    a: String,
-    b: String,
-}
-
-impl Netns {
-    fn create() -> Result<Netns, String> {
-        let id = std::process::id() % 100_000;
-        let ns = Netns {
-            a: format!("kbtest-a-{id}"),
-            b: format!("kbtest-b-{id}"),
-        };
-        let (va, vb) = (format!("kba{id}"), format!("kbb{id}"));
-        let steps: Vec<Vec<&str>> = vec![
-            vec!["netns", "add", &ns.a],
-            vec!["netns", "add", &ns.b],
-            // Created directly inside the namespaces: the host never sees these interfaces.
-            vec![
-                "link", "add", &va, "netns", &ns.a, "type", "veth", "peer", "name", &vb, "netns", &ns.b,
-            ],
-            vec!["-n", &ns.a, "addr", "add", "10.77.0.1/24", "dev", &va],
-            vec!["-n", &ns.b, "addr", "add", "10.77.0.2/24", "dev", &vb],
-            vec!["-n", &ns.a, "link", "set", &va, "up"],
-            vec!["-n", &ns.b, "link", "set", &vb, "up"],
-            vec!["-n", &ns.a, "link", "set", "lo", "up"],
-            vec!["-n", &ns.b, "link", "set", "lo", "up"],
-        ];
-        for step in steps {
-            let out = Command::new("ip")
-                .args(&step)
-                .output()
-                .map_err(|e| format!("ip: {e}"))?;
-            if !out.status.success() {
-                return Err(format!(
-                    "ip {}: {}",
-                    step.join(" "),
-                    String::from_utf8_lossy(&out.stderr).trim()
-                ));
-            }
-        }
-        Ok(ns)
-    }
-
-    fn exec(&self, ns: &str, args: &[&str]) -> Command {
-        let mut cmd = Command::new("ip");
-        cmd.args(["netns", "exec", ns]).args(args);
-        cmd
-    }
-}
-
-impl Drop for Netns {
-    fn drop(&mut self) {
-        for ns in [&self.a, &self.b] {
-            let _ = Command::new("ip").args(["netns", "del", ns]).status();
-        }
-    }
-}
 
 /// The keksbox process in A; dropping it stops it (SIGTERM, then SIGKILL).
 struct Running(Child);
@@ -103,32 +48,17 @@ impl Drop for Running {
     }
 }
 
-fn can_run() -> Result<(), String> {
-    let uid = Command::new("id").arg("-u").output().map_err(|e| e.to_string())?;
-    if String::from_utf8_lossy(&uid.stdout).trim() != "0" {
-        return Err("not root".into());
-    }
-    let ip = Command::new("ip")
-        .args(["netns", "list"])
-        .output()
-        .map_err(|e| format!("no ip command: {e}"))?;
-    if !ip.status.success() {
-        return Err("`ip netns` does not work here".into());
-    }
-    Ok(())
-}
-
 fn fingerprint_of(cert_pem: &Path) -> Fingerprint {
     Fingerprint::of_der(CertificateDer::from_pem_file(cert_pem).unwrap().as_ref())
 }
 
 #[test]
 fn a_browse_from_another_namespace_finds_the_box_its_fingerprint_and_host_name() {
-    if let Err(why) = can_run() {
+    if let Err(why) = can_run(&[]) {
         eprintln!("skipped: the mDNS namespace test needs root and `ip netns` ({why})");
         return;
     }
-    let ns = Netns::create().unwrap();
+    let ns = VethPair::create("m", "10.77.0.1/24", "10.77.0.2/24").unwrap();
     let state = tempfile::tempdir().unwrap();
     let config = state.path().join("keksbox.toml");
     std::fs::write(
@@ -215,12 +145,7 @@ fn a_browse_from_another_namespace_finds_the_box_its_fingerprint_and_host_name()
     );
 
     // Interfaces are followed: an address added in A after start is announced too.
-    let va = format!("kba{}", std::process::id() % 100_000);
-    let added = Command::new("ip")
-        .args(["-n", &ns.a, "addr", "add", "10.77.0.3/24", "dev", &va])
-        .status()
-        .unwrap();
-    assert!(added.success());
+    netns::ip(&["-n", &ns.a, "addr", "add", "10.77.0.3/24", "dev", &ns.dev_a]).unwrap();
     let deadline = std::time::Instant::now() + Duration::from_secs(40);
     loop {
         let out = ns.exec(&ns.b, &[BIN, "discover", "--timeout", "10"]).output().unwrap();

@@ -40,17 +40,21 @@ async fn client(turn: &Turn, creds: &Credentials) -> Client {
 }
 
 async fn client_at(server: SocketAddr, creds: &Credentials) -> Client {
-    let server = server.to_string();
     let conn = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    client_over(server, creds, Arc::new(conn)).await
+}
+
+/// A listening TURN client of `server` over `conn`.
+async fn client_over(server: SocketAddr, creds: &Credentials, conn: Arc<dyn Conn + Send + Sync>) -> Client {
     let client = Client::new(ClientConfig {
-        stun_serv_addr: server.clone(),
-        turn_serv_addr: server,
+        stun_serv_addr: server.to_string(),
+        turn_serv_addr: server.to_string(),
         username: creds.username.clone(),
         password: creds.password.clone(),
         realm: keksbox::turn::REALM.to_owned(),
         software: String::new(),
         rto_in_ms: 0,
-        conn: Arc::new(conn),
+        conn,
         vnet: None,
     })
     .await
@@ -501,21 +505,7 @@ async fn tcp_client(turn: &Turn, creds: &Credentials) -> Client {
     let server = turn.listening()[0];
     let stream = tokio::net::TcpStream::connect(server).await.unwrap();
     let conn = keksbox::turn::tcp::TcpConn::new(stream).unwrap();
-    let client = Client::new(ClientConfig {
-        stun_serv_addr: server.to_string(),
-        turn_serv_addr: server.to_string(),
-        username: creds.username.clone(),
-        password: creds.password.clone(),
-        realm: keksbox::turn::REALM.to_owned(),
-        software: String::new(),
-        rto_in_ms: 0,
-        conn: Arc::new(conn),
-        vnet: None,
-    })
-    .await
-    .unwrap();
-    client.listen().await.unwrap();
-    client
+    client_over(server, creds, Arc::new(conn)).await
 }
 
 #[tokio::test]

@@ -21,71 +21,26 @@ use tokio::net::UdpSocket;
 use webrtc_turn::client::{Client, ClientConfig};
 use webrtc_util::Conn;
 
+mod netns;
+
+use netns::{VethPair, can_run, ip};
+
 const BIN: &str = env!("CARGO_BIN_EXE_keksbox");
 /// Set (to "SERVER USER PASSWORD PEER_IP") when this binary runs as the client inside b.
 const HELPER: &str = "KEKSBOX_TURN_NETNS_HELPER";
 
-/// The namespaces and the veth pair between them; dropping it deletes them.
-struct Netns {
-    boxed: String,
-    b: String,
-    veth_box: String,
-    veth_b: String,
-}
+/// The namespaces: A is the box, B the other host.
+struct Netns(VethPair);
 
 impl Netns {
     fn create() -> Result<Netns, String> {
-        let id = std::process::id() % 100_000;
-        let ns = Netns {
-            boxed: format!("kbturn-box-{id}"),
-            b: format!("kbturn-b-{id}"),
-            veth_box: format!("kbtx{id}"),
-            veth_b: format!("kbty{id}"),
-        };
-        ns.ip(&["netns", "add", &ns.boxed])?;
-        ns.ip(&["netns", "add", &ns.b])?;
-        // Created directly inside the namespaces: the host never sees these interfaces.
-        ns.ip(&[
-            "link",
-            "add",
-            &ns.veth_box,
-            "netns",
-            &ns.boxed,
-            "type",
-            "veth",
-            "peer",
-            "name",
-            &ns.veth_b,
-            "netns",
-            &ns.b,
-        ])?;
-        for (netns, dev, addr) in [
-            (&ns.boxed, &ns.veth_box, "10.79.0.1/24"),
-            (&ns.b, &ns.veth_b, "10.79.0.2/24"),
-        ] {
-            ns.ip(&["-n", netns, "addr", "add", addr, "dev", dev])?;
-            ns.ip(&["-n", netns, "link", "set", dev, "up"])?;
-            ns.ip(&["-n", netns, "link", "set", "lo", "up"])?;
-        }
-        Ok(ns)
-    }
-
-    fn ip(&self, args: &[&str]) -> Result<(), String> {
-        let out = Command::new("ip").args(args).output().map_err(|e| format!("ip: {e}"))?;
-        if !out.status.success() {
-            return Err(format!(
-                "ip {}: {}",
-                args.join(" "),
-                String::from_utf8_lossy(&out.stderr).trim()
-            ));
-        }
-        Ok(())
+        VethPair::create("t", "10.79.0.1/24", "10.79.0.2/24").map(Netns)
     }
 
     /// `/config.json` from `url`, asked from inside b; `None` until it answers.
     fn config_json(&self, url: &str) -> Option<serde_json::Value> {
         let out = Command::new("ip")
-            .args(["netns", "exec", &self.b, "curl", "-sf", "--max-time", "2", url])
+            .args(["netns", "exec", &self.0.b, "curl", "-sf", "--max-time", "2", url])
             .output()
             .ok()?;
         out.status
@@ -104,7 +59,7 @@ impl Netns {
             w["turn_cred"].as_str().unwrap()
         );
         let out = Command::new("ip")
-            .args(["netns", "exec", &self.b])
+            .args(["netns", "exec", &self.0.b])
             .arg(std::env::current_exe().unwrap())
             .args([
                 "--exact",
@@ -117,14 +72,6 @@ impl Netns {
             .output()
             .unwrap();
         String::from_utf8_lossy(&out.stdout).into_owned()
-    }
-}
-
-impl Drop for Netns {
-    fn drop(&mut self) {
-        for ns in [&self.boxed, &self.b] {
-            let _ = Command::new("ip").args(["netns", "del", ns]).status();
-        }
     }
 }
 
@@ -150,25 +97,6 @@ impl Drop for Running {
     }
 }
 
-fn can_run() -> Result<(), String> {
-    let uid = Command::new("id").arg("-u").output().map_err(|e| e.to_string())?;
-    if String::from_utf8_lossy(&uid.stdout).trim() != "0" {
-        return Err("not root".into());
-    }
-    let ip = Command::new("ip")
-        .args(["netns", "list"])
-        .output()
-        .map_err(|e| format!("no ip command: {e}"))?;
-    if !ip.status.success() {
-        return Err("`ip netns` does not work here".into());
-    }
-    Command::new("curl")
-        .arg("--version")
-        .output()
-        .map_err(|e| format!("no curl: {e}"))?;
-    Ok(())
-}
-
 /// Asks `f` every 100 ms until it gives something, for at most `limit`.
 fn until<T>(what: &str, limit: Duration, mut f: impl FnMut() -> Option<T>) -> T {
     let end = Instant::now() + limit;
@@ -183,7 +111,7 @@ fn until<T>(what: &str, limit: Duration, mut f: impl FnMut() -> Option<T>) -> T 
 
 #[test]
 fn listeners_config_json_and_allowed_networks_follow_an_address_added_after_start() {
-    if let Err(why) = can_run() {
+    if let Err(why) = can_run(&["curl"]) {
         eprintln!("skipped: the TURN namespace test needs root, `ip netns` and curl ({why})");
         return;
     }
@@ -195,7 +123,7 @@ fn listeners_config_json_and_allowed_networks_follow_an_address_added_after_star
         .args([
             "netns",
             "exec",
-            &ns.boxed,
+            &ns.0.a,
             BIN,
             "--no-tls",
             "--bind",
@@ -217,18 +145,14 @@ fn listeners_config_json_and_allowed_networks_follow_an_address_added_after_star
     assert_eq!(old["webrtc"]["turn"], "turn:10.79.0.1:3478", "{old}");
 
     // b has 10.79.1.2 too, and box a route to it: reachable, but not box's network.
-    ns.ip(&["-n", &ns.b, "addr", "add", "10.79.1.2/24", "dev", &ns.veth_b])
-        .unwrap();
-    ns.ip(&["-n", &ns.boxed, "route", "add", "10.79.1.0/24", "via", "10.79.0.2"])
-        .unwrap();
+    ip(&["-n", &ns.0.b, "addr", "add", "10.79.1.2/24", "dev", &ns.0.dev_b]).unwrap();
+    ip(&["-n", &ns.0.a, "route", "add", "10.79.1.0/24", "via", "10.79.0.2"]).unwrap();
     let refused = ns.relay_from_b("10.79.0.1:3478", &old, "10.79.1.2");
     assert!(refused.contains("relay: nothing arrived"), "{refused}");
 
     // box gets an address in that network after start.
-    ns.ip(&["-n", &ns.boxed, "route", "del", "10.79.1.0/24", "via", "10.79.0.2"])
-        .unwrap();
-    ns.ip(&["-n", &ns.boxed, "addr", "add", "10.79.1.1/24", "dev", &ns.veth_box])
-        .unwrap();
+    ip(&["-n", &ns.0.a, "route", "del", "10.79.1.0/24", "via", "10.79.0.2"]).unwrap();
+    ip(&["-n", &ns.0.a, "addr", "add", "10.79.1.1/24", "dev", &ns.0.dev_a]).unwrap();
     let started = Instant::now();
     let new = until(
         "/config.json on the new address to name TURN there",

@@ -359,11 +359,22 @@ impl AsRef<[u8]> for Charged {
 }
 
 fn encode(packet: &ClientboundPacket) -> String {
-    serde_json::to_string(packet).unwrap_or_else(|e| {
-        // Only `Unknown` values fail to serialise, and the registry never makes one.
-        log::error!("cannot serialise {packet:?}: {e}");
-        String::new()
-    })
+    // Sized for the packet at once (a relayed message plus its envelope, with room for some
+    // escapes), so the text is not grown step by step while it is written.
+    let size = match packet {
+        ClientboundPacket::Message { message, .. } => 64 + message.len() + message.len() / 8,
+        _ => 128,
+    };
+    let mut text = Vec::with_capacity(size);
+    match serde_json::to_writer(&mut text, packet) {
+        // serde_json writes UTF-8.
+        Ok(()) => String::from_utf8(text).unwrap_or_default(),
+        Err(e) => {
+            // Only `Unknown` values fail to serialise, and the registry never makes one.
+            log::error!("cannot serialise {packet:?}: {e}");
+            String::new()
+        }
+    }
 }
 
 /// A token bucket: what one client may make the relay do. Time is an input, so the

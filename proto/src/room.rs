@@ -197,7 +197,12 @@ impl Registry {
         let to = match recipient {
             Some(r) if members.contains(&r) => vec![r],
             Some(_) => return,
-            None => members.iter().copied().filter(|&m| m != id).collect(),
+            None => {
+                // Sized at once: this runs for every relayed message.
+                let mut to = Vec::with_capacity(members.len());
+                to.extend(members.iter().copied().filter(|&m| m != id));
+                to
+            }
         };
         if !to.is_empty() {
             out.push(Output {

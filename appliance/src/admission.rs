@@ -3,13 +3,20 @@
 //! and at most `limits.max_connections_per_address` from one address, so one host on the LAN
 //! cannot take every slot and lock the others out.
 //!
+//! What the messages one address is still sending hold of the relay's budget is counted per
+//! address too ([`Receiving`]): one host's half-sent messages may fill a quarter of what
+//! messages being received may take, so they cannot stall everybody else's large messages
+//! (a chat image) until the message timeout.
+//!
 //! `max_connections` is fitted at start to the open-file limit the process finds
 //! ([`fit_to_open_file_limit`]), so the relay refuses a connection itself instead of failing
 //! to accept (`Too many open files`) while other users' requests time out.
 
 use std::collections::HashMap;
 use std::net::IpAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll, Waker};
 
 use log::{debug, info, warn};
 
@@ -31,7 +38,63 @@ pub struct Admission {
 #[derive(Debug, Default)]
 struct Counts {
     total: usize,
-    per_address: HashMap<IpAddr, usize>,
+    /// Connections per address, and what that address's messages in progress hold.
+    per_address: HashMap<IpAddr, (usize, Arc<Receiving>)>,
+}
+
+/// Bytes of the budget that the messages one address is still sending hold, shared by its
+/// connections ([`crate::relay::Metered`] adds and gives back), with the tasks waiting for
+/// that to go down.
+#[derive(Debug, Default)]
+pub struct Receiving {
+    bytes: AtomicUsize,
+    waiting: Mutex<Vec<Waker>>,
+}
+
+impl Receiving {
+    pub fn add(&self, bytes: usize) {
+        self.bytes.fetch_add(bytes, Ordering::SeqCst);
+    }
+
+    /// Gives `bytes` back and wakes the address's connections that wait for room.
+    pub fn sub(&self, bytes: usize) {
+        if bytes == 0 {
+            return;
+        }
+        let _ = self
+            .bytes
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |b| Some(b.saturating_sub(bytes)));
+        let woken = std::mem::take(&mut *self.lock());
+        woken.into_iter().for_each(Waker::wake);
+    }
+
+    /// Bytes held now.
+    pub fn bytes(&self) -> usize {
+        self.bytes.load(Ordering::SeqCst)
+    }
+
+    /// Ready while the address holds less than `cap`; otherwise the task is woken when some
+    /// is given back.
+    pub fn poll_below(&self, cx: &mut Context<'_>, cap: usize) -> Poll<()> {
+        if self.bytes() < cap {
+            return Poll::Ready(());
+        }
+        {
+            let mut waiting = self.lock();
+            if !waiting.iter().any(|w| w.will_wake(cx.waker())) {
+                waiting.push(cx.waker().clone());
+            }
+        }
+        // Given back between the check and the registration: look again.
+        if self.bytes() < cap {
+            return Poll::Ready(());
+        }
+        Poll::Pending
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Vec<Waker>> {
+        self.waiting.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
 }
 
 /// Why a connection was refused.
@@ -49,6 +112,7 @@ pub enum Refused {
 pub struct Slot {
     admission: Arc<Admission>,
     addr: IpAddr,
+    receiving: Arc<Receiving>,
 }
 
 impl Admission {
@@ -67,15 +131,17 @@ impl Admission {
         if counts.total >= self.max_total {
             return Err(Refused::Full);
         }
-        let per = counts.per_address.entry(addr).or_insert(0);
+        let (per, receiving) = counts.per_address.entry(addr).or_default();
         if *per >= self.max_per_address {
             return Err(Refused::AddressFull);
         }
         *per += 1;
+        let receiving = receiving.clone();
         counts.total += 1;
         Ok(Arc::new(Slot {
             admission: self.clone(),
             addr,
+            receiving,
         }))
     }
 
@@ -95,11 +161,18 @@ impl Admission {
     }
 }
 
+impl Slot {
+    /// What this connection's address holds in messages being received.
+    pub fn receiving(&self) -> Arc<Receiving> {
+        self.receiving.clone()
+    }
+}
+
 impl Drop for Slot {
     fn drop(&mut self) {
         let mut counts = self.admission.lock();
         counts.total = counts.total.saturating_sub(1);
-        if let Some(per) = counts.per_address.get_mut(&self.addr) {
+        if let Some((per, _)) = counts.per_address.get_mut(&self.addr) {
             *per -= 1;
             if *per == 0 {
                 counts.per_address.remove(&self.addr);
@@ -195,6 +268,38 @@ mod tests {
         let _b2 = adm.admit(b).expect("a freed slot");
         drop((a2, b1));
         assert_eq!(adm.total(), 1);
+    }
+
+    #[test]
+    fn an_address_shares_what_its_messages_hold_and_waiters_wake_when_it_goes_down() {
+        use std::sync::atomic::AtomicBool;
+        use std::task::Wake;
+        struct Flag(AtomicBool);
+        impl Wake for Flag {
+            fn wake(self: Arc<Self>) {
+                self.0.store(true, Ordering::SeqCst);
+            }
+        }
+        let a: IpAddr = [10, 0, 0, 1].into();
+        let adm = Admission::new(8, 8);
+        let (one, two) = (adm.admit(a).expect("first"), adm.admit(a).expect("second"));
+        let other = adm.admit([10, 0, 0, 2].into()).expect("other");
+        one.receiving().add(600);
+        two.receiving().add(500);
+        assert_eq!(one.receiving().bytes(), 1100, "one count per address");
+        assert_eq!(other.receiving().bytes(), 0);
+
+        let flag = Arc::new(Flag(AtomicBool::new(false)));
+        let waker = Waker::from(flag.clone());
+        let mut cx = Context::from_waker(&waker);
+        assert!(two.receiving().poll_below(&mut cx, 1000).is_pending());
+        assert!(other.receiving().poll_below(&mut cx, 1000).is_ready());
+        one.receiving().sub(600);
+        assert!(flag.0.load(Ordering::SeqCst), "woken when the address gave back");
+        assert!(two.receiving().poll_below(&mut cx, 1000).is_ready());
+        // Saturating: a double release cannot wrap the count and lift the cap.
+        two.receiving().sub(10_000);
+        assert_eq!(two.receiving().bytes(), 0);
     }
 
     #[test]

@@ -122,7 +122,8 @@ impl Budget {
         self.limit
     }
 
-    fn threshold(&self, share: Share) -> usize {
+    /// What `share` may fill.
+    pub fn threshold(&self, share: Share) -> usize {
         match share {
             Share::Receive => self.limit - self.limit / 4,
             Share::Deliver => self.limit,

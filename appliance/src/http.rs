@@ -217,10 +217,11 @@ fn upgrade(state: Arc<State>, peer: String, slot: Arc<Slot>, mut req: Request<In
     let config = hub.websocket_config();
     state.tasks.spawn(async move {
         // Held for the life of the WebSocket: it is what the connection limits count.
-        let _slot = slot;
+        let slot = slot;
         match on_upgrade.await {
             Ok(upgraded) => {
-                let io = Metered::new(TokioIo::new(upgraded), hub.budget().clone());
+                let io = Metered::new(TokioIo::new(upgraded), hub.budget().clone())
+                    .with_address(slot.receiving(), hub.receive_cap_per_address());
                 let ws = WebSocketStream::from_raw_socket(io, Role::Server, Some(config)).await;
                 crate::relay::serve_websocket(hub, ws, peer, shutdown).await;
             }

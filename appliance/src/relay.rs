@@ -49,6 +49,7 @@ use tokio_tungstenite::tungstenite::protocol::frame::coding::{CloseCode, Data, O
 use tokio_tungstenite::tungstenite::protocol::{CloseFrame, Role, WebSocketConfig};
 use tokio_tungstenite::tungstenite::{self, Message, Utf8Bytes};
 
+use crate::admission::Receiving;
 use crate::budget::{Budget, Charge, Share};
 use crate::config::Limits;
 
@@ -173,6 +174,12 @@ impl Hub {
     }
 
     /// The budget connections charge what they receive to.
+    /// What the messages one address is still sending may hold of the budget: a quarter of
+    /// what messages being received may take, and never less than one whole message.
+    pub fn receive_cap_per_address(&self) -> usize {
+        (self.budget.threshold(Share::Receive) / 4).max(self.limits.max_message_size + UNCHARGED_RECEIVE)
+    }
+
     pub fn budget(&self) -> &Arc<Budget> {
         &self.budget
     }
@@ -464,6 +471,9 @@ fn random_id() -> ClientId {
 pub struct Metered<S> {
     inner: S,
     budget: Arc<Budget>,
+    /// What this connection's address holds in messages being received, and how much it may
+    /// ([`Hub::receive_cap_per_address`]).
+    address: Option<(Arc<Receiving>, usize)>,
     /// Bytes read since the last whole message.
     partial: usize,
     /// Bytes of `partial` charged to the budget.
@@ -587,11 +597,26 @@ impl<S> Metered<S> {
         Metered {
             inner,
             budget,
+            address: None,
             partial: 0,
             charged: 0,
             started: None,
             budget_wait: None,
             frames: FrameTracker::default(),
+        }
+    }
+
+    /// Counts what this connection's messages in progress hold toward its address's share
+    /// (`receiving`), which may hold at most `cap`.
+    pub fn with_address(mut self, receiving: Arc<Receiving>, cap: usize) -> Self {
+        self.address = Some((receiving, cap));
+        self
+    }
+
+    /// Gives back what the message in progress held of its address's share.
+    fn release_address(&self) {
+        if let Some((receiving, _)) = &self.address {
+            receiving.sub(self.charged);
         }
     }
 
@@ -604,6 +629,7 @@ impl<S> Metered<S> {
 
     /// A whole message arrived: what was held for it is free again.
     fn message_done(&mut self) {
+        self.release_address();
         self.budget.release(self.charged);
         self.charged = 0;
         self.partial = 0;
@@ -613,6 +639,8 @@ impl<S> Metered<S> {
     /// What receiving the message that just ended was charged, now carried by its packet
     /// until delivery.
     fn take_charge(&mut self) -> Charge {
+        // The packet carries the budget's charge on; the address's share is free.
+        self.release_address();
         let charge = Charge::adopt(&self.budget, self.charged);
         self.charged = 0;
         self.message_done();
@@ -629,6 +657,9 @@ impl<S> Metered<S> {
         let owed = self.partial.saturating_sub(UNCHARGED_RECEIVE);
         if owed > self.charged {
             self.budget.force_reserve(owed - self.charged);
+            if let Some((receiving, _)) = &self.address {
+                receiving.add(owed - self.charged);
+            }
             self.charged = owed;
         }
     }
@@ -636,6 +667,7 @@ impl<S> Metered<S> {
 
 impl<S> Drop for Metered<S> {
     fn drop(&mut self) {
+        self.release_address();
         self.budget.release(self.charged);
     }
 }
@@ -646,7 +678,11 @@ impl<S: AsyncRead + Unpin> AsyncRead for Metered<S> {
         if this.partial + buf.remaining() > UNCHARGED_RECEIVE {
             // This read may be charged: not while the budget is spent. The sender's TCP
             // window fills meanwhile, which slows it down.
-            if this.budget.poll_room(cx, Share::Receive).is_pending() {
+            let address_full = this
+                .address
+                .as_ref()
+                .is_some_and(|(receiving, cap)| receiving.poll_below(cx, *cap).is_pending());
+            if address_full || this.budget.poll_room(cx, Share::Receive).is_pending() {
                 this.budget_wait.get_or_insert_with(Instant::now);
                 return Poll::Pending;
             }

@@ -248,6 +248,55 @@ async fn unfinished_messages_stay_within_the_memory_budget() {
 }
 
 #[tokio::test]
+async fn one_address_with_unfinished_messages_cannot_stall_the_large_messages_of_others() {
+    // 24 connections from one address, each holding 7 of 8 MiB, filled all that messages
+    // being received may take (72 MiB of the 96 MiB budget): a 1 MB chat image from anybody
+    // else then waited, unread, until the message timeout (30 s) closed the attackers. One
+    // address may now hold a quarter of it.
+    let relay = Process::start("", None).await;
+    let mut frame = frame_header(8 * MIB);
+    frame.extend(vec![b'a'; 7 * MIB]);
+    let attempts = (0..24).map(|_| send_within(relay.addr, localhost(1), vec![frame.clone()], Duration::from_secs(5)));
+    let held = futures_util::future::join_all(attempts).await;
+    let stalled = held.iter().filter(|(_, done)| !done).count();
+    assert!(stalled > 0, "every connection sent everything");
+
+    let join = text_frame(&format!(r#"{{"join":{{"hash":"{}"}}}}"#, hash('9')));
+    let mut a = raw_websocket(relay.addr, localhost(5), None).await.unwrap();
+    a.write_all(&join).await.unwrap();
+    read_until(&mut a, "client_join").await;
+    let mut b = raw_websocket(relay.addr, localhost(6), None).await.unwrap();
+    b.write_all(&join).await.unwrap();
+    read_until(&mut b, "client_join").await;
+
+    let image = "i".repeat(1_000_000);
+    let started = Instant::now();
+    let message = text_frame(&format!(r#"{{"relay":{{"message":"{image}"}}}}"#));
+    let sender = tokio::spawn(async move { a.write_all(&message).await.map(|()| a) });
+    let received = tokio::time::timeout(Duration::from_secs(10), async {
+        let mut seen = 0;
+        while seen < image.len() {
+            let mut buf = [0u8; 16 << 10];
+            let n = b.read(&mut buf).await.unwrap();
+            assert!(n > 0, "b was closed");
+            seen += buf[..n].iter().filter(|&&c| c == b'i').count();
+        }
+    })
+    .await;
+    assert!(
+        received.is_ok(),
+        "the image did not arrive within 10 s ({:?} after sending)",
+        started.elapsed()
+    );
+    println!(
+        "a 1 MB message went through in {:?} beside {stalled} stalled unfinished ones",
+        started.elapsed()
+    );
+    let _a = sender.await.unwrap().unwrap();
+    drop(held);
+}
+
+#[tokio::test]
 async fn whole_messages_held_by_the_pace_stay_within_the_memory_budget() {
     // Each connection sends three 4 MiB messages (to nobody) at once: two fit its 8 MiB
     // burst, the third waits for its pace. Waiting packets were not charged to the budget:

@@ -54,9 +54,6 @@ use crate::stream::{ByteStream, LocalEnd, StreamKey, bridge};
 use crate::transfer::{download, upload};
 use crate::trust::Trust;
 
-/// Largest binary message a port connection writes (PROTOCOL.md, "Ports"): what a peer that
-/// announces no limit takes. Files are cut by keks-proto's `FileSender`.
-pub const CHUNK: usize = keks_proto::file::DEFAULT_MAX_MESSAGE_SIZE;
 /// Bytes a sender keeps in flight per data channel before `send` waits (the window): proto's
 /// high watermark. The crate's send waits below it, so the window needs no polling here.
 pub const SEND_WINDOW: usize = keks_proto::file::HIGH_WATERMARK;
@@ -1011,10 +1008,10 @@ impl Task {
             let report = self.internal_tx.clone();
             if let Source::Port(addr) = source {
                 let stream = self.stream_key(key.clone());
-                let handle = tokio::spawn(bridge(stream.clone(), dc, LocalEnd::Connect(addr), report));
+                let handle = tokio::spawn(bridge(stream.clone(), pc, dc, LocalEnd::Connect(addr), report));
                 self.streams.insert(stream, (handle.abort_handle(), true));
             } else {
-                let handle = tokio::spawn(upload(key.clone(), dc, source, size, report));
+                let handle = tokio::spawn(upload(key.clone(), pc, dc, source, size, report));
                 self.uploads.insert(key.clone(), handle.abort_handle());
             }
             self.opening.insert(peer, key);
@@ -1054,9 +1051,12 @@ impl Task {
                 if self.waiting_streams.get(&key).is_some_and(VecDeque::is_empty) {
                     self.waiting_streams.remove(&key);
                 }
-                if let Some(stream) = waiting {
+                // The channel came over the member's connection, which is in `peers` while the
+                // bookkeeping accepts its channels.
+                let pc = self.peers.get(&peer).map(|p| p.pc.clone());
+                if let (Some(stream), Some(pc)) = (waiting, pc) {
                     let stream_key = self.stream_key(key);
-                    let handle = tokio::spawn(bridge(stream_key.clone(), dc, LocalEnd::Given(stream), report));
+                    let handle = tokio::spawn(bridge(stream_key.clone(), pc, dc, LocalEnd::Given(stream), report));
                     self.streams.insert(stream_key, (handle.abort_handle(), false));
                     return;
                 }

@@ -16,8 +16,10 @@ use tokio::io::{AsyncRead, AsyncReadExt as _, AsyncWrite, AsyncWriteExt as _};
 use tokio::net::TcpStream;
 use tokio::sync::mpsc;
 use webrtc::data_channel::{DataChannel, DataChannelEvent};
+use webrtc::peer_connection::PeerConnection;
 
-use crate::room::{CHUNK, Internal, NOT_OPENED, Progress, TransferKey};
+use crate::room::{Internal, NOT_OPENED, Progress, TransferKey};
+use crate::transfer::max_message_size;
 
 /// How long the provider waits for the exposed port to accept a connection.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
@@ -49,11 +51,12 @@ pub(crate) enum LocalEnd {
 /// Runs one connection to its end and reports it to the room task.
 pub(crate) async fn bridge(
     key: StreamKey,
+    pc: Arc<dyn PeerConnection>,
     dc: Arc<dyn DataChannel>,
     local: LocalEnd,
     report: mpsc::UnboundedSender<Internal>,
 ) {
-    let outcome = match bridge_inner(&key, &dc, local, &report).await {
+    let outcome = match bridge_inner(&key, &pc, &dc, local, &report).await {
         Ok(n) => Progress::Done(n),
         Err(e) => {
             // A failed connection is closed so the other side stops too.
@@ -69,6 +72,7 @@ pub(crate) async fn bridge(
 
 async fn bridge_inner(
     key: &StreamKey,
+    pc: &Arc<dyn PeerConnection>,
     dc: &Arc<dyn DataChannel>,
     local: LocalEnd,
     report: &mpsc::UnboundedSender<Internal>,
@@ -95,13 +99,15 @@ async fn bridge_inner(
         }
     };
     let _ = report.send(Internal::Stream(key.clone(), Progress::Started));
+    // The channel is open, so the SCTP transport knows the member's limit.
+    let chunk = keks_proto::file::message_size(max_message_size(pc).await);
     let (mut reader, mut writer) = tokio::io::split(stream);
     let mut moved = 0u64;
     // Local to channel: read, send, and `end` at the local end of file.
     let up = async {
         let mut sent = 0u64;
         loop {
-            let mut buf = BytesMut::zeroed(CHUNK);
+            let mut buf = BytesMut::zeroed(chunk);
             let n = reader.read(&mut buf).await.map_err(|e| format!("cannot read: {e}"))?;
             if n == 0 {
                 dc.send_text("end").await.map_err(|e| format!("sending failed: {e}"))?;

@@ -14,6 +14,7 @@ use keks_proto::file::{self, ChannelEvent, FileReceiver, FileSender, Message};
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::sync::mpsc;
 use webrtc::data_channel::{DataChannel, DataChannelEvent};
+use webrtc::peer_connection::PeerConnection;
 
 use crate::room::{DRAIN_TIMEOUT, Internal, NOT_OPENED, Progress, Sink, Source, TransferKey};
 
@@ -51,14 +52,25 @@ struct ChannelState {
     lows: u64,
 }
 
+/// The largest message the member's connection lets us send: the SCTP transport's
+/// negotiated maximum, the smaller of the member's `a=max-message-size` and our own (the
+/// crate refuses to send a larger one). `None` before the transport started, which it has
+/// once a channel opened.
+pub(crate) async fn max_message_size(pc: &Arc<dyn PeerConnection>) -> Option<usize> {
+    let sctp = pc.sctp().await?;
+    let max = sctp.max_message_size().await.ok()?;
+    usize::try_from(max).ok()
+}
+
 pub(crate) async fn upload(
     key: TransferKey,
+    pc: Arc<dyn PeerConnection>,
     dc: Arc<dyn DataChannel>,
     source: Source,
     size: Option<u64>,
     report: mpsc::UnboundedSender<Internal>,
 ) {
-    let result = upload_inner(&key, &dc, source, size, &report).await;
+    let result = upload_inner(&key, &pc, &dc, source, size, &report).await;
     let progress = match result {
         Ok(n) => Progress::Done(n),
         Err(e) => {
@@ -71,6 +83,7 @@ pub(crate) async fn upload(
 
 async fn upload_inner(
     key: &TransferKey,
+    pc: &Arc<dyn PeerConnection>,
     dc: &Arc<dyn DataChannel>,
     source: Source,
     size: Option<u64>,
@@ -88,9 +101,10 @@ async fn upload_inner(
     let mut file = tokio::fs::File::open(&path)
         .await
         .map_err(|e| format!("cannot open {}: {e}", path.display()))?;
-    // The crate does not tell the peer's a=max-message-size to a channel: 64 KiB, which every
-    // peer takes (browsers 256 KiB, the crate 64 KiB).
-    let mut sender = FileSender::new(None, size);
+    // Asked once the channel is open: the SCTP transport has started by then, so this is the
+    // member's announced limit (the crate refuses a larger message). keks-proto caps it at
+    // 64 KiB and takes 64 KiB when it is unknown.
+    let mut sender = FileSender::new(max_message_size(pc).await, size);
     let mut last_report = 0u64;
     loop {
         let mut buf = BytesMut::zeroed(sender.chunk_size());

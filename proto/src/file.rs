@@ -3,12 +3,12 @@
 //!
 //! The provider opens one data channel per request, labelled with the resource id, sends the
 //! file as binary messages, then the text message [`END`], then closes. keks-meet browsers send
-//! at most 32 KiB per message; [`FileSender`] uses the peer's negotiated maximum message size
-//! (SDP `a=max-message-size`), [`DEFAULT_MAX_MESSAGE_SIZE`] when it is unknown, capped at
-//! [`MAX_CHUNK_SIZE`]. [`FileReceiver`] accepts messages of any size and decides when a
-//! transfer is complete: `end` after exactly the announced size. A close without `end`, more
-//! bytes than announced, or `end` after fewer is a failed transfer. Any other text message is
-//! ignored (PROTOCOL.md, "be lenient"; the web client's `receiveFile` does the same): text
+//! at most 32 KiB per message; [`FileSender`] uses the peer's maximum message size (SDP
+//! `a=max-message-size`) when it is smaller than [`MAX_CHUNK_SIZE`], and that (64 KiB) when it
+//! is larger, "no limit" or unknown. [`FileReceiver`] accepts messages of any size and decides
+//! when a transfer is complete: `end` after exactly the announced size. A close without `end`,
+//! more bytes than announced, or `end` after fewer is a failed transfer. Any other text message
+//! is ignored (PROTOCOL.md, "be lenient"; the web client's `receiveFile` does the same): text
 //! carries no file bytes, so it cannot corrupt the file.
 //!
 //! Flow control: the sender keeps a window in flight instead of waiting for each message. It
@@ -26,14 +26,27 @@ use std::fmt;
 pub const END: &str = "end";
 /// The message size used when the peer's maximum is unknown.
 pub const DEFAULT_MAX_MESSAGE_SIZE: usize = 64 * 1024;
-/// The largest message a [`FileSender`] cuts, whatever the peer allows: bounds the sender's
-/// read buffer and the receiver's per-message allocation (Chromium allows 256 KiB).
-pub const MAX_CHUNK_SIZE: usize = 256 * 1024;
+/// The largest message a [`FileSender`] cuts, whatever the peer allows (Chromium allows
+/// 256 KiB): RFC 8841's size for a peer that says nothing, which every peer takes, and the
+/// size rift's throughput was measured with. The webrtc crate would not send more anyway
+/// unless its own announced size were raised: it sends at most the smaller of the two sides'.
+pub const MAX_CHUNK_SIZE: usize = DEFAULT_MAX_MESSAGE_SIZE;
 /// Stop sending while this much is buffered in the channel.
 pub const HIGH_WATERMARK: usize = 1024 * 1024;
 /// Resume when the buffered amount falls to this (the channel's buffered-amount-low
 /// threshold).
 pub const LOW_WATERMARK: usize = 512 * 1024;
+
+/// The size of the messages to send a peer whose maximum message size is `peer_max` (`None`
+/// when its SDP did not say, `Some(0)` when it says "no limit", RFC 8841 section 6): at most
+/// the peer's maximum and at most [`MAX_CHUNK_SIZE`]. Files and ports alike.
+pub fn message_size(peer_max: Option<usize>) -> usize {
+    match peer_max {
+        None => DEFAULT_MAX_MESSAGE_SIZE,
+        Some(0) => MAX_CHUNK_SIZE,
+        Some(n) => n.min(MAX_CHUNK_SIZE),
+    }
+}
 
 /// Whether another message may be queued on a channel with `buffered_amount` bytes waiting.
 /// When not, set the channel's buffered-amount-low threshold to [`LOW_WATERMARK`] and wait.
@@ -80,16 +93,11 @@ pub struct FileSender {
 
 impl FileSender {
     /// A sender for a peer whose maximum message size is `max_message_size` (`None` when the
-    /// SDP did not say, `Some(0)` when it says "no limit"), for a file of `size` bytes if
-    /// announced.
+    /// SDP did not say, `Some(0)` when it says "no limit", RFC 8841), for a file of `size`
+    /// bytes if announced. Its messages are [`message_size`] long at most.
     pub fn new(max_message_size: Option<usize>, size: Option<u64>) -> Self {
-        let chunk_size = match max_message_size {
-            None => DEFAULT_MAX_MESSAGE_SIZE,
-            Some(0) => MAX_CHUNK_SIZE,
-            Some(n) => n.min(MAX_CHUNK_SIZE),
-        };
         FileSender {
-            chunk_size,
+            chunk_size: message_size(max_message_size),
             size,
             sent: 0,
             finished: false,
@@ -240,16 +248,25 @@ mod tests {
     }
 
     #[test]
-    fn chunk_size_follows_the_peer_and_stays_bounded() {
+    fn messages_are_the_peers_maximum_capped_at_64_kib() {
+        const KIB: usize = 1024;
         let cases = [
-            (None, DEFAULT_MAX_MESSAGE_SIZE),
-            (Some(0), MAX_CHUNK_SIZE),
-            (Some(16 * 1024), 16 * 1024),
-            (Some(262_144), 262_144),
-            (Some(1 << 30), MAX_CHUNK_SIZE),
+            // Unknown: RFC 8841's default.
+            (None, 64 * KIB),
+            // "No limit" (RFC 8841 section 6): still 64 KiB.
+            (Some(0), 64 * KIB),
+            // A peer that takes less gets no more than it takes.
+            (Some(16 * KIB), 16 * KIB),
+            (Some(64 * KIB - 1), 64 * KIB - 1),
             (Some(1), 1),
+            // One that takes more (Chromium's 256 KiB, a huge figure) gets 64 KiB.
+            (Some(64 * KIB), 64 * KIB),
+            (Some(64 * KIB + 1), 64 * KIB),
+            (Some(256 * KIB), 64 * KIB),
+            (Some(1 << 30), 64 * KIB),
         ];
         for (max, want) in cases {
+            assert_eq!(message_size(max), want, "{max:?}");
             assert_eq!(FileSender::new(max, None).chunk_size(), want, "{max:?}");
         }
     }

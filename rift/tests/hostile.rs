@@ -9,58 +9,11 @@ use std::path::Path;
 use std::process::Stdio;
 use std::time::Duration;
 
-use common::{Relay, bytes, netns, rift, text, wait};
-use futures_util::{SinkExt as _, StreamExt as _};
-use keks_proto::crypto::{RoomKey, room_hash};
-use keks_proto::packets::{ClientboundPacket, ProvideInfo, ResourceId, ResourceKind, ServerboundPacket};
-use keks_proto::session::{Output, Session};
+use common::{Relay, bytes, join, netns, rift, serve, text, wait};
+use futures_util::SinkExt as _;
+use keks_proto::crypto::RoomKey;
+use keks_proto::packets::{ProvideInfo, ResourceId, ResourceKind, ServerboundPacket};
 use tokio_tungstenite::tungstenite::Message;
-
-type Ws = tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
-
-/// Joins `secret` on a plain-HTTP keksbox and returns the socket, the session and our id.
-async fn join(port: u16, secret: &str) -> (Ws, Session) {
-    let (mut ws, _) = tokio_tungstenite::connect_async(format!("ws://127.0.0.1:{port}/signaling"))
-        .await
-        .unwrap();
-    let mut session = Session::with_key(RoomKey::derive(secret), room_hash(secret), "mallory");
-    loop {
-        let Some(Ok(Message::Text(t))) = ws.next().await else {
-            panic!("relay closed")
-        };
-        let packet: ClientboundPacket = serde_json::from_str(&t).unwrap();
-        let ready = matches!(packet, ClientboundPacket::ClientJoin { .. }) && session.id().is_some();
-        for out in session.handle(packet) {
-            if let Output::Send(p) = out {
-                ws.send(Message::text(serde_json::to_string(&p).unwrap()))
-                    .await
-                    .unwrap();
-            }
-        }
-        if ready {
-            return (ws, session);
-        }
-    }
-}
-
-/// Keeps answering the relay (greetings to newcomers) until `for_how_long` passed.
-async fn serve(ws: &mut Ws, session: &mut Session, for_how_long: Duration) {
-    let _ = tokio::time::timeout(for_how_long, async {
-        while let Some(Ok(Message::Text(t))) = ws.next().await {
-            let Ok(packet) = serde_json::from_str::<ClientboundPacket>(&t) else {
-                continue;
-            };
-            for out in session.handle(packet) {
-                if let Output::Send(p) = out {
-                    ws.send(Message::text(serde_json::to_string(&p).unwrap()))
-                        .await
-                        .unwrap();
-                }
-            }
-        }
-    })
-    .await;
-}
 
 fn file(id: &str, label: &str) -> ProvideInfo {
     ProvideInfo {

@@ -1,11 +1,18 @@
-//! Shared test plumbing: a private network namespace per test, a real keksbox in it, and
-//! rift run as a process.
+//! Shared test plumbing: a private network namespace per test, a real keksbox in it, rift
+//! run as a process, and a member written from docs/PROTOCOL.md alone (a raw WebSocket,
+//! keks-proto's session for sealing).
 #![allow(dead_code, clippy::unwrap_used)]
 
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
+
+use futures_util::{SinkExt as _, StreamExt as _};
+use keks_proto::crypto::{RoomKey, room_hash};
+use keks_proto::packets::{ClientboundPacket, ServerboundPacket};
+use keks_proto::session::{self, Session};
+use tokio_tungstenite::tungstenite::Message;
 
 /// Set in the re-executed test process that runs inside the namespace.
 const INSIDE: &str = "RIFT_TEST_IN_NETNS";
@@ -177,4 +184,54 @@ pub fn text(out: &Output) -> String {
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     )
+}
+
+/// The relay connection of a member written from PROTOCOL.md.
+pub type Ws = tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+
+/// Joins `secret` on a plain-HTTP keksbox as "mallory"; returns once we are in the room.
+pub async fn join(port: u16, secret: &str) -> (Ws, Session) {
+    let (mut ws, _) = tokio_tungstenite::connect_async(format!("ws://127.0.0.1:{port}/signaling"))
+        .await
+        .unwrap();
+    let mut session = Session::with_key(RoomKey::derive(secret), room_hash(secret), "mallory");
+    loop {
+        let Some(Ok(Message::Text(t))) = ws.next().await else {
+            panic!("relay closed")
+        };
+        let packet: ClientboundPacket = serde_json::from_str(&t).unwrap();
+        let ready = matches!(packet, ClientboundPacket::ClientJoin { .. }) && session.id().is_some();
+        for out in session.handle(packet) {
+            if let session::Output::Send(p) = out {
+                send_packet(&mut ws, &p).await;
+            }
+        }
+        if ready {
+            return (ws, session);
+        }
+    }
+}
+
+/// Sends one packet to the relay.
+pub async fn send_packet(ws: &mut Ws, packet: &ServerboundPacket) {
+    ws.send(Message::text(serde_json::to_string(packet).unwrap()))
+        .await
+        .unwrap();
+}
+
+/// Keeps answering the relay (greetings to newcomers) until `for_how_long` passed.
+pub async fn serve(ws: &mut Ws, session: &mut Session, for_how_long: Duration) {
+    let _ = tokio::time::timeout(for_how_long, async {
+        while let Some(Ok(Message::Text(t))) = ws.next().await {
+            let Ok(packet) = serde_json::from_str::<ClientboundPacket>(&t) else {
+                continue;
+            };
+            for out in session.handle(packet) {
+                if let session::Output::Send(p) = out {
+                    send_packet(ws, &p).await;
+                }
+            }
+        }
+    })
+    .await;
 }

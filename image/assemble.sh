@@ -37,20 +37,18 @@ tar -C "$root" --numeric-owner --xattrs --xattrs-include='*' -xpf "$rootfs_tar"
 tar -C "$here/overlay" --owner=0 --group=0 --mode=go-w -c . | tar -C "$root" -x --no-same-owner
 
 # keksbox itself, and keksbox-peer when its aarch64 build exists, exactly as on any other
-# machine (KEKSBOX_PEER_BIN tells `make install` to install the peer too).
+# machine: `make install` installs the peer (binary, unit, sysusers file, peer.toml) when
+# KEKSBOX_PEER_BIN names a file. Always passed, empty for none, so make install does not
+# pick up a keksbox-peer lying next to KEKSBOX_BIN instead.
 [ -n "$peer_bin" ] && [ -f "$peer_bin" ] || peer_bin=""
-make -C "$repo" --no-print-directory install DESTDIR="$root" PREFIX=/usr SYSCONFDIR=/etc \
-    KEKSBOX_BIN="$(readlink -f "$keksbox_bin")" ${peer_bin:+KEKSBOX_PEER_BIN="$(readlink -f "$peer_bin")"}
 if [ -n "$peer_bin" ]; then
     file -b "$peer_bin" | grep -q 'ARM aarch64' || die "$peer_bin is not an aarch64 binary ($(file -b "$peer_bin"))"
-    if [ ! -e "$root/usr/bin/keksbox-peer" ]; then
-        # A Makefile whose install does not know the peer yet: the same files by hand.
-        echo "image: make install left keksbox-peer out; installing its binary, unit and sysusers file"
-        install -D -m 0755 "$peer_bin" "$root/usr/bin/keksbox-peer"
-        install -D -m 0644 "$repo/systemd/keksbox-peer.service" "$root/usr/lib/systemd/system/keksbox-peer.service"
-        install -D -m 0644 "$repo/systemd/keksbox-peer.sysusers" "$root/usr/lib/sysusers.d/keksbox-peer.conf"
-        [ -e "$root/etc/keksbox/peer.toml" ] || install -D -m 0644 "$repo/config/peer.toml" "$root/etc/keksbox/peer.toml"
-    fi
+fi
+make -C "$repo" --no-print-directory install DESTDIR="$root" PREFIX=/usr SYSCONFDIR=/etc \
+    KEKSBOX_BIN="$(readlink -f "$keksbox_bin")" KEKSBOX_PEER_BIN="${peer_bin:+$(readlink -f "$peer_bin")}"
+if [ -n "$peer_bin" ]; then
+    [ -x "$root/usr/bin/keksbox-peer" ] && [ -e "$root/usr/lib/systemd/system/keksbox-peer.service" ] ||
+        die "make install did not install keksbox-peer from $peer_bin (see the Makefile's install-peer)"
     # It links libasound and libstdc++ dynamically: it must start in the image's own tree
     # (through qemu-user, binfmt), or the image lacks a library (build-rootfs.sh's list).
     need_binfmt_aarch64
@@ -92,12 +90,13 @@ timesync_ids=$(awk -F: '$1 == "systemd-timesync" {print $3 ":" $4}' "$root/etc/p
 [ -n "$timesync_ids" ] || die "no systemd-timesync user in the rootfs"
 chown "$timesync_ids" "$root/var/lib/systemd/timesync" "$root/var/lib/systemd/timesync/clock"
 
-# What is in this image, for a person reading it over SSH and for bug reports.
+# What is in this image, for a person reading it over SSH and for bug reports. The commit
+# ends in -dirty when the tree had uncommitted changes (which the binaries may hold).
 version=$(qemu-aarch64-static "$keksbox_bin" --version 2>/dev/null || echo unknown)
 cat > "$root/etc/keksbox-image-release" <<EOF
 KEKSBOX_VERSION="$version"
 KEKSBOX_IMAGE_BUILT=$(date -u +%Y-%m-%dT%H:%M:%SZ)
-KEKSBOX_IMAGE_COMMIT=$(git -C "$repo" rev-parse --short HEAD 2>/dev/null || echo unknown)
+KEKSBOX_IMAGE_COMMIT=$(git -C "$repo" describe --always --dirty 2>/dev/null || echo unknown)
 KEKSBOX_PEER="${peer_version:-no}"
 EOF
 

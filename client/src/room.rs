@@ -59,6 +59,10 @@ use crate::trust::Trust;
 pub const SEND_WINDOW: usize = keks_proto::file::HIGH_WATERMARK;
 /// Why an upload whose channel never opened failed (the member refused it, or left).
 pub(crate) const NOT_OPENED: &str = "the data channel closed before it opened";
+/// Times an upload whose channel closed before it opened is given a new channel: the webrtc
+/// crate reuses the stream id of a channel we closed before SCTP finished resetting it, and
+/// the reset then closes the new channel (the member never saw it).
+const OPEN_RETRIES: u8 = 3;
 /// Requests one member may have waiting for a channel.
 const MAX_QUEUED_UPLOADS: usize = 4096;
 /// Bridged connections at once, in and out, in one room.
@@ -432,6 +436,13 @@ struct Peer {
     negotiator: Negotiator,
 }
 
+/// A running upload's task.
+struct Upload {
+    abort: AbortHandle,
+    /// Stops it before its end went out, closing the channel (see `transfer::upload`).
+    stop: oneshot::Sender<()>,
+}
+
 /// A download we asked for and whose channel has not arrived yet, or is running.
 enum Download {
     Waiting(Sink),
@@ -451,7 +462,13 @@ struct Task {
     local: LocalResources,
     /// Where the bytes of each file or port of ours come from (tracks are in `tracks`).
     sources: HashMap<ResourceId, Source>,
-    uploads: HashMap<TransferKey, AbortHandle>,
+    uploads: HashMap<TransferKey, Upload>,
+    /// Uploads stopped before their end that closed their channel: the member's upload slot
+    /// (`opening`) stays theirs until the task reports, and that report, like any other of
+    /// theirs, is not passed on (the stop was).
+    stopping: HashMap<TransferKey, AbortHandle>,
+    /// How often each upload's channel was opened again after it closed unopened.
+    open_retries: HashMap<TransferKey, u8>,
     downloads: HashMap<TransferKey, Download>,
     events: mpsc::Sender<RoomEvent>,
     internal_tx: mpsc::UnboundedSender<Internal>,
@@ -494,6 +511,8 @@ async fn run(
         local: LocalResources::new(),
         sources: HashMap::new(),
         uploads: HashMap::new(),
+        stopping: HashMap::new(),
+        open_retries: HashMap::new(),
         downloads: HashMap::new(),
         events,
         internal_tx,
@@ -774,14 +793,45 @@ impl Task {
             }
             Internal::DataChannel(peer, dc) => self.on_data_channel(peer, dc).await,
             Internal::Upload(key, progress) => {
+                let ended = matches!(progress, Progress::Done(_) | Progress::Failed(_));
+                if self.stopping.contains_key(&key) {
+                    // Stopped and reported then; once it ends its channel is closed and the
+                    // member's next upload may open.
+                    if ended {
+                        self.stopping.remove(&key);
+                        if self.opening.get(&key.peer) == Some(&key) {
+                            self.opening.remove(&key.peer);
+                        }
+                        self.open_next_upload(key.peer).await;
+                    }
+                    return;
+                }
+                let unopened = matches!(&progress, Progress::Failed(why) if why == NOT_OPENED);
+                if unopened && self.uploads.contains_key(&key) {
+                    let tries = self.open_retries.entry(key.clone()).or_default();
+                    if *tries < OPEN_RETRIES {
+                        *tries += 1;
+                        log::debug!("the channel of {} closed before it opened; opening another", key.id);
+                        self.uploads.remove(&key);
+                        if self.opening.get(&key.peer) == Some(&key) {
+                            self.opening.remove(&key.peer);
+                        }
+                        let peer = key.peer;
+                        self.queued_uploads.entry(peer).or_default().push_front(key);
+                        self.open_next_upload(peer).await;
+                        return;
+                    }
+                }
+                if ended {
+                    self.open_retries.remove(&key);
+                }
                 // An upload torn down meanwhile (its handle is gone) was accounted for then.
-                if matches!(progress, Progress::Done(_) | Progress::Failed(_)) && self.uploads.remove(&key).is_some() {
+                if ended && self.uploads.remove(&key).is_some() {
                     self.finishing.remove(&key);
                     self.local.ended(key.peer, &key.id);
                 }
                 let peer = key.peer;
-                if self.opening.get(&peer) == Some(&key) && matches!(progress, Progress::Done(_) | Progress::Failed(_))
-                {
+                if ended && self.opening.get(&peer) == Some(&key) {
                     self.opening.remove(&peer);
                 }
                 self.emit(RoomEvent::Upload(key, progress)).await;
@@ -816,7 +866,9 @@ impl Task {
                 }
             }
             Internal::EndSent(key, n) => {
-                self.finishing.insert(key, n);
+                if !self.stopping.contains_key(&key) {
+                    self.finishing.insert(key, n);
+                }
             }
             Internal::Download(key, progress) => {
                 let ended = matches!(progress, Progress::Done(_) | Progress::Failed(_));
@@ -925,22 +977,37 @@ impl Task {
                 let queued = queue.len();
                 queue.retain(|k| *k != key);
                 let was_queued = queue.len() < queued;
-                if self.opening.get(&peer) == Some(&key) {
-                    self.opening.remove(&peer);
-                }
+                self.open_retries.remove(&key);
+                // Whether the member's upload slot stays taken until a stopped upload's channel
+                // is closed.
+                let mut closing = false;
                 if kind == ResourceKind::Port {
                     self.abort_streams(|k, outgoing| outgoing && k.transfer == key);
-                } else if let Some(h) = self.uploads.remove(&key) {
-                    h.abort();
-                    // Its `end` went out: the member has the file.
+                } else if let Some(upload) = self.uploads.remove(&key) {
                     let progress = match self.finishing.remove(&key) {
-                        Some(n) => Progress::Done(n),
-                        None => Progress::Failed(why.to_owned()),
+                        // Its `end` went out: the member has the file, and its channel stays
+                        // open like any finished one.
+                        Some(n) => {
+                            upload.abort.abort();
+                            Progress::Done(n)
+                        }
+                        // The task closes the channel, so the member's download fails now
+                        // rather than when we leave. (A task that ended meanwhile has its
+                        // report queued, which frees the slot just the same.)
+                        None => {
+                            let _ = upload.stop.send(());
+                            self.stopping.insert(key.clone(), upload.abort);
+                            closing = true;
+                            Progress::Failed(why.to_owned())
+                        }
                     };
-                    self.emit(RoomEvent::Upload(key, progress)).await;
+                    self.emit(RoomEvent::Upload(key.clone(), progress)).await;
                 } else if was_queued {
-                    self.emit(RoomEvent::Upload(key, Progress::Failed(why.to_owned())))
+                    self.emit(RoomEvent::Upload(key.clone(), Progress::Failed(why.to_owned())))
                         .await;
+                }
+                if !closing && self.opening.get(&peer) == Some(&key) {
+                    self.opening.remove(&peer);
                 }
                 self.open_next_upload(peer).await;
             }
@@ -1011,8 +1078,10 @@ impl Task {
                 let handle = tokio::spawn(bridge(stream.clone(), pc, dc, LocalEnd::Connect(addr), report));
                 self.streams.insert(stream, (handle.abort_handle(), true));
             } else {
-                let handle = tokio::spawn(upload(key.clone(), pc, dc, source, size, report));
-                self.uploads.insert(key.clone(), handle.abort_handle());
+                let (stop, stopped) = oneshot::channel();
+                let handle = tokio::spawn(upload(key.clone(), pc, dc, source, size, stopped, report));
+                let abort = handle.abort_handle();
+                self.uploads.insert(key.clone(), Upload { abort, stop });
             }
             self.opening.insert(peer, key);
         }
@@ -1300,10 +1369,18 @@ impl Task {
         self.opening.remove(&peer);
         self.abort_streams(|k, _| k.transfer.peer == peer);
         self.waiting_streams.retain(|k, _| k.peer != peer);
+        self.open_retries.retain(|k, _| k.peer != peer);
+        // Stopped uploads end with the connection.
+        self.stopping.retain(|k, h| {
+            if k.peer == peer {
+                h.abort();
+            }
+            k.peer != peer
+        });
         let uploads: Vec<TransferKey> = self.uploads.keys().filter(|k| k.peer == peer).cloned().collect();
         for key in uploads {
-            if let Some(h) = self.uploads.remove(&key) {
-                h.abort();
+            if let Some(upload) = self.uploads.remove(&key) {
+                upload.abort.abort();
                 // A receiver that leaves after `end` went out was served, not abandoned.
                 let progress = match self.finishing.remove(&key) {
                     Some(n) => Progress::Done(n),

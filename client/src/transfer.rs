@@ -12,7 +12,7 @@ use std::time::Duration;
 use bytes::BytesMut;
 use keks_proto::file::{self, ChannelEvent, FileReceiver, FileSender, Message};
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot, watch};
 use webrtc::data_channel::{DataChannel, DataChannelEvent};
 use webrtc::peer_connection::PeerConnection;
 
@@ -20,10 +20,18 @@ use crate::room::{DRAIN_TIMEOUT, Internal, NOT_OPENED, Progress, Sink, Source, T
 
 /// What a receiver gathers before writing to its sink.
 const WRITE_BUFFER: usize = 1 << 20;
+/// How long a stopped upload's task lives on after closing its channel, keeping the member's
+/// next channel from opening (see [`upload`]): SCTP's reset takes the rest of the stream's
+/// queue and a round trip, milliseconds on a LAN.
+const CLOSE_GUARD: Duration = Duration::from_secs(1);
+/// How long a stopped upload waits for its channel to open before closing it.
+const OPEN_WAIT: Duration = Duration::from_secs(5);
+/// Why an upload that was stopped failed (the room reported it already).
+const STOPPED: &str = "stopped";
 
 /// Watches a data channel's events for a sending task.
-fn watch_channel(dc: Arc<dyn DataChannel>) -> tokio::sync::watch::Receiver<ChannelState> {
-    let (tx, rx) = tokio::sync::watch::channel(ChannelState::default());
+fn watch_channel(dc: Arc<dyn DataChannel>) -> watch::Receiver<ChannelState> {
+    let (tx, rx) = watch::channel(ChannelState::default());
     tokio::spawn(async move {
         // Polling keeps the driver's per-channel queue drained while the sender is blocked
         // in `send` waiting for window: an unpolled channel would hold the driver back.
@@ -62,18 +70,54 @@ pub(crate) async fn max_message_size(pc: &Arc<dyn PeerConnection>) -> Option<usi
     usize::try_from(max).ok()
 }
 
+/// Sends one file over `dc` and reports to the room task: `Started` when the channel opened,
+/// `Bytes` now and then, and one `Done` or `Failed` at the end.
+///
+/// `stop` ends it before its end went out (the room withdrew the file or the member sent
+/// `request_stop`): the channel is closed, so the member's download fails at once (a close
+/// without `end`, PROTOCOL.md) instead of waiting for bytes that never come. Once its end went
+/// out, a stop changes nothing: the member finishes on `end`.
+///
+/// The webrtc crate frees a closed channel's SCTP stream id at once, while SCTP still resets
+/// the stream with the member (the rest of the queue, then a round trip). A channel opened on
+/// that id meanwhile cannot open, and the reset closes it (the room then opens another, see
+/// `OPEN_RETRIES`, a fallback that was seen to fail now and then). So a stopped upload reports
+/// only [`CLOSE_GUARD`] after its close, and the room opens the member's next channel only
+/// then.
 pub(crate) async fn upload(
     key: TransferKey,
     pc: Arc<dyn PeerConnection>,
     dc: Arc<dyn DataChannel>,
     source: Source,
     size: Option<u64>,
+    stop: oneshot::Receiver<()>,
     report: mpsc::UnboundedSender<Internal>,
 ) {
-    let result = upload_inner(&key, &pc, &dc, source, size, &report).await;
-    let progress = match result {
-        Ok(n) => Progress::Done(n),
+    let state = watch_channel(dc.clone());
+    let sent = tokio::select! {
+        sent = send_file(&key, &pc, &dc, &state, source, size, &report) => sent,
+        // A dropped sender is no stop: the branch is then disabled and the file goes on.
+        Ok(()) = stop => {
+            // Closed before our side saw it open (the member's acknowledgement on its way), a
+            // channel's stream was seen to stay half reset for over 30 s, so the next channel
+            // on its id could not open: close it open.
+            let mut state = state.clone();
+            let _ = tokio::time::timeout(OPEN_WAIT, state.wait_for(|s| s.open || s.closed)).await;
+            if let Err(e) = dc.close().await {
+                log::debug!("closing the channel of {}: {e}", key.id);
+            }
+            tokio::time::sleep(CLOSE_GUARD).await;
+            let _ = report.send(Internal::Upload(key, Progress::Failed(STOPPED.into())));
+            return;
+        }
+    };
+    let progress = match sent {
+        Ok(end) => match drain(&key, &dc, &state, end).await {
+            Ok(()) => Progress::Done(end.bytes),
+            Err(e) => Progress::Failed(e),
+        },
         Err(e) => {
+            // Failed: the close tells the member to stop waiting.
             let _ = dc.close().await;
             Progress::Failed(e)
         }
@@ -81,15 +125,25 @@ pub(crate) async fn upload(
     let _ = report.send(Internal::Upload(key, progress));
 }
 
-async fn upload_inner(
+/// Where a channel stood when the file's `end` was handed to it.
+#[derive(Debug, Clone, Copy)]
+struct EndSent {
+    /// The file's bytes.
+    bytes: u64,
+    /// Low-buffer events before the end, so [`drain`] knows which one follows it.
+    lows: u64,
+}
+
+/// Sends the file's bytes and its `end`.
+async fn send_file(
     key: &TransferKey,
     pc: &Arc<dyn PeerConnection>,
     dc: &Arc<dyn DataChannel>,
+    state: &watch::Receiver<ChannelState>,
     source: Source,
     size: Option<u64>,
     report: &mpsc::UnboundedSender<Internal>,
-) -> Result<u64, String> {
-    let state = watch_channel(dc.clone());
+) -> Result<EndSent, String> {
     let opened = state.clone().wait_for(|s| s.open || s.closed).await.map(|s| s.open);
     if !matches!(opened, Ok(true)) {
         return Err(NOT_OPENED.into());
@@ -141,20 +195,32 @@ async fn upload_inner(
             return Err(format!("{} changed size while it was being sent", path.display()));
         }
     };
-    let sent = sender.sent();
-    // SCTP's buffered amount falling below one byte: what SCTP holds is acknowledged. The
-    // channel may still hold the tail above SCTP (the crate's outstanding-bytes counter does
-    // not reliably return to zero, so it cannot tell): the application keeps the connection
-    // open for [`LINGER`] or until the receiver left.
-    //
-    // The channel is not closed here. With the webrtc crate, closing a finished channel
-    // while the member's next channel was opening closed that one too (seen with several
-    // files in a row); an open idle channel costs a stream id and a few bytes until the
-    // connection ends. Receivers (rift, browsers) finish on `end`, not on the close.
+    let bytes = sender.sent();
+    // SCTP's buffered amount falling below one byte: what SCTP holds is acknowledged (see
+    // `drain`).
     let _ = dc.set_buffered_amount_low_threshold(1).await;
-    let lows_before_end = state.borrow().lows;
+    let lows = state.borrow().lows;
     dc.send_text(end).await.map_err(|e| format!("sending failed: {e}"))?;
-    let _ = report.send(Internal::EndSent(key.clone(), sent));
+    let _ = report.send(Internal::EndSent(key.clone(), bytes));
+    Ok(EndSent { bytes, lows })
+}
+
+/// Waits until SCTP reports the file's end acknowledged (or [`DRAIN_TIMEOUT`] passed).
+///
+/// The channel may still hold the tail above SCTP (the crate's outstanding-bytes counter does
+/// not reliably return to zero, so it cannot tell): the application keeps the connection open
+/// for [`LINGER`](crate::room::LINGER) or until the receiver left.
+///
+/// The channel is not closed here. With the webrtc crate, closing a finished channel while the
+/// member's next channel was opening closed that one too (seen with several files in a row);
+/// an open idle channel costs a stream id and a few bytes until the connection ends. Receivers
+/// (rift, browsers) finish on `end`, not on the close.
+async fn drain(
+    key: &TransferKey,
+    dc: &Arc<dyn DataChannel>,
+    state: &watch::Receiver<ChannelState>,
+    end: EndSent,
+) -> Result<(), String> {
     // The last small message was seen to sit in the crate's send pipeline until something
     // woke its driver (with Chromium as the receiver). Setting the threshold wakes it: poke
     // it until SCTP reports the buffer empty, and a few times after (in the background, so
@@ -169,9 +235,10 @@ async fn upload_inner(
     loop {
         let now = *state.borrow();
         if now.closed {
+            let _ = dc.close().await;
             return Err("the receiver closed the data channel before the end".into());
         }
-        if now.lows > lows_before_end {
+        if now.lows > end.lows {
             break;
         }
         if tokio::time::Instant::now() > deadline {
@@ -189,7 +256,7 @@ async fn upload_inner(
             poke(dc.clone()).await;
         }
     });
-    Ok(sent)
+    Ok(())
 }
 
 /// The length of one message [`FileSender::push`] cut.

@@ -285,3 +285,99 @@ fn a_file_withdrawn_mid_upload_frees_the_receivers_upload_slot() {
     assert_eq!(a.status.code(), Some(0));
     assert_eq!(b.status.code(), Some(0));
 }
+
+/// A file withdrawn while it was being sent used to leave its receiver waiting until the
+/// provider left: the upload stopped, but its channel stayed open. The provider now closes
+/// it, and `rift receive` ends at once with the partial file kept.
+#[test]
+fn a_receiver_of_a_file_withdrawn_mid_transfer_fails_at_once() {
+    if !netns("a_receiver_of_a_file_withdrawn_mid_transfer_fails_at_once") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let relay = Relay::start(d, 8443);
+    // Large enough that the withdrawal lands mid-transfer (seconds at a debug build's rate).
+    const SIZE: u64 = 200_000_000;
+    let big = d.join("big.bin");
+    std::fs::write(&big, bytes(SIZE as usize, 4)).unwrap();
+    let out = d.join("out");
+
+    let long = Duration::from_secs(30);
+    let mut alice = Prompt::start(d, &relay, "withdrawn running", "alice");
+    alice.expect("in the room", long);
+    alice.say(&format!("provide {} big", big.display()));
+    alice.expect("offering big.bin", long);
+    let mut receiver = rift(d, &relay.url(), "withdrawn running")
+        .args(["receive"])
+        .arg(&out)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stderr = receiver.stderr.take().unwrap();
+    let (tx, lines) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines() {
+            let Ok(line) = line else { break };
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let mut seen = Vec::new();
+    // The first progress line comes after the first MiB: bytes are flowing.
+    let deadline = Instant::now() + long;
+    while !seen.iter().any(|l: &String| l.starts_with("big.bin [")) {
+        match lines.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
+            Ok(line) => seen.push(line),
+            Err(_) => panic!("no progress from rift receive; it printed:\n{}", seen.join("\n")),
+        }
+    }
+    alice.say("stop big");
+    alice.expect("stopped offering big", long);
+    let stopped = Instant::now();
+    // Before, it waited for alice to leave, which she does only after this.
+    let deadline = stopped + Duration::from_secs(20);
+    loop {
+        match lines.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
+            Ok(line) => seen.push(line),
+            Err(RecvTimeoutError::Disconnected) => break,
+            Err(RecvTimeoutError::Timeout) => {
+                let _ = receiver.kill();
+                panic!(
+                    "rift receive did not end within 20 s of the withdrawal; it printed:\n{}",
+                    seen.join("\n")
+                );
+            }
+        }
+    }
+    let status = receiver.wait().unwrap();
+    let took = stopped.elapsed();
+    let err = seen.join("\n");
+    assert_eq!(status.code(), Some(2), "a failed file is exit 2: {err}");
+    let failed = seen
+        .iter()
+        .find(|l| l.starts_with("big.bin failed: "))
+        .unwrap_or_else(|| panic!("no failure line: {err}"));
+    assert!(failed.contains("the partial file is kept as"), "{failed}");
+    let arrived: u64 = failed
+        .split("cut off after ")
+        .nth(1)
+        .and_then(|rest| rest.split(' ').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no byte count: {failed}"));
+    assert!(!out.join("big.bin").exists(), "nothing is renamed into place");
+    assert!(out.join("big.bin.part").exists(), "the partial file stays");
+    eprintln!("rift receive ended {took:?} after the withdrawal, {arrived} bytes arrived");
+    assert!(
+        arrived > 0 && arrived < SIZE,
+        "{arrived} bytes arrived: not a withdrawal mid-transfer"
+    );
+    assert!(
+        took < Duration::from_secs(15),
+        "rift receive took {took:?} after the withdrawal"
+    );
+    let a = alice.quit();
+    assert_eq!(a.status.code(), Some(0));
+}

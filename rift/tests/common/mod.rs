@@ -129,14 +129,18 @@ impl Drop for Relay {
 }
 
 /// `rift` with the environment a test wants: the relay, a private known-servers file,
-/// candidates on loopback, and the secret in the environment.
+/// candidates on loopback, and the secret in the environment. Its log level is `warn`, or
+/// `RIFT_TEST_LOG` (say `keks_client=debug,warn`) when chasing a failure.
 pub fn rift(dir: &Path, server: &str, secret: &str) -> Command {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_rift"));
     cmd.env("KEKSBOX_SERVER", server)
         .env("KEKSBOX_KNOWN_SERVERS", dir.join("known_servers"))
         .env("RIFT_ICE_BIND", "127.0.0.1")
         .env("RIFT_SECRET", secret)
-        .env("RUST_LOG", "warn")
+        .env(
+            "RUST_LOG",
+            std::env::var("RIFT_TEST_LOG").unwrap_or_else(|_| "warn".into()),
+        )
         .env_remove("KEKSBOX_FINGERPRINT")
         .stdin(Stdio::null());
     cmd

@@ -327,7 +327,14 @@ pub(crate) async fn download(
             Ok(()) => Progress::Done(n),
             Err(e) => Progress::Failed(format!("cannot write: {e}")),
         },
-        Err(e) => Progress::Failed(e),
+        Err(e) => {
+            // What arrived is kept (the application keeps it as a partial file): the write
+            // buffer goes out too.
+            if let Err(w) = writer.shutdown().await {
+                log::debug!("cannot write the rest of {}: {w}", key.id);
+            }
+            Progress::Failed(e)
+        }
     };
     // A finished channel stays open until the connection ends (see `upload_inner`); a
     // failed one is closed so the sender stops.

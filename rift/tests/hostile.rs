@@ -9,7 +9,7 @@ use std::path::Path;
 use std::process::Stdio;
 use std::time::Duration;
 
-use common::{Relay, bytes, join, netns, rift, serve, text, wait};
+use common::{bytes, join, rift, serve, setup, text, wait};
 use futures_util::SinkExt as _;
 use keks_proto::crypto::RoomKey;
 use keks_proto::packets::{ProvideInfo, ResourceId, ResourceKind, ServerboundPacket};
@@ -27,12 +27,14 @@ fn file(id: &str, label: &str) -> ProvideInfo {
 
 #[test]
 fn receive_refuses_hostile_names_and_writes_nothing_outside() {
-    if !netns("receive_refuses_hostile_names_and_writes_nothing_outside") {
+    let Some((dir, relay)) = setup(
+        "receive_refuses_hostile_names_and_writes_nothing_outside",
+        8080,
+        &["--no-tls"],
+    ) else {
         return;
-    }
-    let dir = tempfile::tempdir().unwrap();
+    };
     let d = dir.path();
-    let relay = Relay::start_with(d, 8080, &["--no-tls"]);
     let out = d.join("out");
     std::fs::create_dir_all(&out).unwrap();
     std::fs::write(out.join("exists.txt"), b"mine\n").unwrap();
@@ -106,12 +108,14 @@ fn walk(root: &Path) -> Vec<String> {
 
 #[test]
 fn unknown_kinds_previews_and_garbage_do_not_disturb_a_transfer() {
-    if !netns("unknown_kinds_previews_and_garbage_do_not_disturb_a_transfer") {
+    let Some((dir, relay)) = setup(
+        "unknown_kinds_previews_and_garbage_do_not_disturb_a_transfer",
+        8080,
+        &["--no-tls"],
+    ) else {
         return;
-    }
-    let dir = tempfile::tempdir().unwrap();
+    };
     let d = dir.path();
-    let relay = Relay::start_with(d, 8080, &["--no-tls"]);
     let server = format!("http://127.0.0.1:{}", relay.port);
     std::fs::write(d.join("payload.bin"), bytes(20_000_000, 7)).unwrap();
     let secret = "noisy room";

@@ -10,7 +10,7 @@ use std::process::Stdio;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::{Relay, Ws, bytes, join, netns, rift, send_packet, serve, text, wait};
+use common::{Ws, bytes, join, rift, send_packet, serve, setup, text, wait};
 use futures_util::StreamExt as _;
 use keks_proto::packets::{ClientId, ClientboundPacket, IceCandidate, RelayMessage, ResourceKind};
 use keks_proto::session::{Event, Output, Session};
@@ -177,12 +177,14 @@ async fn download(ws: &mut Ws, session: &mut Session) -> (Received, Arc<dyn Peer
 /// negotiated size, so such a peer got a channel closed without `end`.
 #[test]
 fn a_peer_announcing_16_kib_messages_gets_none_larger_and_the_whole_file() {
-    if !netns("a_peer_announcing_16_kib_messages_gets_none_larger_and_the_whole_file") {
+    let Some((dir, relay)) = setup(
+        "a_peer_announcing_16_kib_messages_gets_none_larger_and_the_whole_file",
+        8080,
+        &["--no-tls"],
+    ) else {
         return;
-    }
-    let dir = tempfile::tempdir().unwrap();
+    };
     let d = dir.path();
-    let relay = Relay::start_with(d, 8080, &["--no-tls"]);
     let payload = bytes(3_000_000, 11);
     std::fs::write(d.join("payload.bin"), &payload).unwrap();
     let secret = "small messages";

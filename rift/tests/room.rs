@@ -11,7 +11,7 @@ use std::process::{Child, ChildStdin, Stdio};
 use std::sync::mpsc::{Receiver, RecvTimeoutError};
 use std::time::{Duration, Instant};
 
-use common::{Relay, bytes, netns, rift, wait};
+use common::{Relay, bytes, rift, setup, wait};
 
 /// A `rift room` process: commands in, output lines out.
 struct Prompt {
@@ -144,12 +144,14 @@ fn get(port: u16, path: &str) -> Vec<u8> {
 
 #[test]
 fn two_prompts_chat_share_a_file_and_carry_http_through_a_forwarded_port() {
-    if !netns("two_prompts_chat_share_a_file_and_carry_http_through_a_forwarded_port") {
+    let Some((dir, relay)) = setup(
+        "two_prompts_chat_share_a_file_and_carry_http_through_a_forwarded_port",
+        8443,
+        &[],
+    ) else {
         return;
-    }
-    let dir = tempfile::tempdir().unwrap();
+    };
     let d = dir.path();
-    let relay = Relay::start(d, 8443);
     let payload = bytes(300_000, 7);
     let web = http_server(payload.clone());
     let file = d.join("notes.bin");
@@ -239,12 +241,10 @@ fn two_prompts_chat_share_a_file_and_carry_http_through_a_forwarded_port() {
 /// being sent left its receiver's upload slot taken, so no later file ever opened to it.
 #[test]
 fn a_file_withdrawn_mid_upload_frees_the_receivers_upload_slot() {
-    if !netns("a_file_withdrawn_mid_upload_frees_the_receivers_upload_slot") {
+    let Some((dir, relay)) = setup("a_file_withdrawn_mid_upload_frees_the_receivers_upload_slot", 8443, &[]) else {
         return;
-    }
-    let dir = tempfile::tempdir().unwrap();
+    };
     let d = dir.path();
-    let relay = Relay::start(d, 8443);
     // Large enough that the withdrawal lands mid-upload (seconds at a debug build's rate).
     let big = d.join("big.bin");
     std::fs::write(&big, bytes(150_000_000, 3)).unwrap();
@@ -291,12 +291,10 @@ fn a_file_withdrawn_mid_upload_frees_the_receivers_upload_slot() {
 /// it, and `rift receive` ends at once with what arrived kept as the partial file.
 #[test]
 fn a_receiver_of_a_file_withdrawn_mid_transfer_fails_at_once() {
-    if !netns("a_receiver_of_a_file_withdrawn_mid_transfer_fails_at_once") {
+    let Some((dir, relay)) = setup("a_receiver_of_a_file_withdrawn_mid_transfer_fails_at_once", 8443, &[]) else {
         return;
-    }
-    let dir = tempfile::tempdir().unwrap();
+    };
     let d = dir.path();
-    let relay = Relay::start(d, 8443);
     // Large enough that the withdrawal lands mid-transfer (seconds at a debug build's rate).
     const SIZE: u64 = 200_000_000;
     let big = d.join("big.bin");

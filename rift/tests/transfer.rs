@@ -7,7 +7,7 @@ use std::path::Path;
 use std::process::Stdio;
 use std::time::Duration;
 
-use common::{Relay, bytes, netns, rift, text, wait};
+use common::{Relay, bytes, rift, setup, text, wait};
 
 fn write(path: &Path, data: &[u8]) {
     std::fs::create_dir_all(path.parent().unwrap()).unwrap();
@@ -28,12 +28,10 @@ fn same(a: &Path, b: &Path) {
 
 #[test]
 fn a_200_mb_file_and_a_directory_tree_arrive_byte_identical() {
-    if !netns("a_200_mb_file_and_a_directory_tree_arrive_byte_identical") {
+    let Some((dir, relay)) = setup("a_200_mb_file_and_a_directory_tree_arrive_byte_identical", 8443, &[]) else {
         return;
-    }
-    let dir = tempfile::tempdir().unwrap();
+    };
     let d = dir.path();
-    let relay = Relay::start(d, 8443);
     let src = d.join("src");
     write(&src.join("big.bin"), &bytes(200_000_000, 1));
     write(&src.join("tree/a.txt"), b"alpha\n");
@@ -84,12 +82,10 @@ fn a_200_mb_file_and_a_directory_tree_arrive_byte_identical() {
 
 #[test]
 fn a_generated_secret_is_printed_and_works() {
-    if !netns("a_generated_secret_is_printed_and_works") {
+    let Some((dir, relay)) = setup("a_generated_secret_is_printed_and_works", 8443, &[]) else {
         return;
-    }
-    let dir = tempfile::tempdir().unwrap();
+    };
     let d = dir.path();
-    let relay = Relay::start(d, 8443);
     write(&d.join("note.txt"), b"read me aloud\n");
     let mut sender = rift(d, &relay.url(), "")
         .env_remove("RIFT_SECRET")
@@ -130,12 +126,10 @@ fn a_generated_secret_is_printed_and_works() {
 
 #[test]
 fn receive_never_overwrites_without_force_and_keeps_going() {
-    if !netns("receive_never_overwrites_without_force_and_keeps_going") {
+    let Some((dir, relay)) = setup("receive_never_overwrites_without_force_and_keeps_going", 8443, &[]) else {
         return;
-    }
-    let dir = tempfile::tempdir().unwrap();
+    };
     let d = dir.path();
-    let relay = Relay::start(d, 8443);
     write(&d.join("src/same.txt"), b"new contents\n");
     write(&d.join("src/other.txt"), b"other\n");
     let out = d.join("out");
@@ -174,12 +168,10 @@ fn receive_never_overwrites_without_force_and_keeps_going() {
 
 #[test]
 fn the_relay_restarts_mid_session_and_a_later_transfer_works() {
-    if !netns("the_relay_restarts_mid_session_and_a_later_transfer_works") {
+    let Some((dir, mut relay)) = setup("the_relay_restarts_mid_session_and_a_later_transfer_works", 8443, &[]) else {
         return;
-    }
-    let dir = tempfile::tempdir().unwrap();
+    };
     let d = dir.path();
-    let mut relay = Relay::start(d, 8443);
     write(&d.join("f.bin"), &bytes(2_000_000, 3));
     let sender = rift(d, &relay.url(), "restart")
         .current_dir(d)
@@ -212,12 +204,10 @@ fn the_relay_restarts_mid_session_and_a_later_transfer_works() {
 
 #[test]
 fn a_pinned_fingerprint_that_does_not_match_is_refused() {
-    if !netns("a_pinned_fingerprint_that_does_not_match_is_refused") {
+    let Some((dir, relay)) = setup("a_pinned_fingerprint_that_does_not_match_is_refused", 8443, &[]) else {
         return;
-    }
-    let dir = tempfile::tempdir().unwrap();
+    };
     let d = dir.path();
-    let relay = Relay::start(d, 8443);
     let wrong = ["AB"; 32].join(":");
     let r = rift(d, &relay.url(), "pin")
         .args(["--fingerprint", &wrong, "receive"])

@@ -17,6 +17,18 @@ use tokio_tungstenite::tungstenite::Message;
 /// Set in the re-executed test process that runs inside the namespace.
 const INSIDE: &str = "RIFT_TEST_IN_NETNS";
 
+/// The start of a namespace test: inside its own network namespace ([`netns`]; `None` in
+/// the outer process, whose run of it has been checked already), a fresh directory and a
+/// relay on `port` there, started with `extra` arguments.
+pub fn setup(test: &str, port: u16, extra: &[&str]) -> Option<(tempfile::TempDir, Relay)> {
+    if !netns(test) {
+        return None;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let relay = Relay::start_with(dir.path(), port, extra);
+    Some((dir, relay))
+}
+
 /// Runs the calling test inside a fresh network namespace with only loopback: the test binary
 /// re-executes itself for exactly this test under `unshare -n`. Returns true in the child
 /// (run the body), false in the parent (which has asserted the child passed).
